@@ -1,0 +1,1 @@
+"""Container back ends (docker export, Edge TPU compiler image): not built yet."""

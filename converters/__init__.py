@@ -1,0 +1,10 @@
+"""The converter registry: one converter per modelFormat of ``converters.formats.FORMATS``.
+
+Importing this package registers every converter; heavy libraries are imported inside the
+conversion steps, never here.
+"""
+from converters import not_available, tflite  # noqa: F401  (each module registers itself)
+from converters.base import REGISTRY, Converter
+from converters.formats import FORMATS, FORMAT_NAMES, format_row
+
+__all__ = ["REGISTRY", "Converter", "FORMATS", "FORMAT_NAMES", "format_row"]

@@ -1,0 +1,78 @@
+"""What a converter is, and the registry that maps each modelFormat to one.
+
+A converter is two plain steps around one format's row of the table: ``convert`` writes the
+artifact files into a folder, ``verify`` runs them in a real runtime against the source model.
+Neither knows of HTTP, jobs or buckets.
+"""
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from converters.formats import FormatRow, format_row
+from exporter.errors import Code, ExportError
+
+if TYPE_CHECKING:
+    from converters.verification import Reference, Verification
+    from exporter.model_source import ModelSource
+
+
+class Converter(abc.ABC):
+    """One modelFormat's pipeline: SavedModel -> artifact files, and their verification."""
+
+    available = True
+
+    def __init__(self, row: FormatRow):
+        self.row = row
+
+    @property
+    def name(self) -> str:
+        return self.row.name
+
+    @abc.abstractmethod
+    def convert(self, source: "ModelSource", workdir: Path, params: dict[str, str]) -> list[Path]:
+        """Write the artifact files into `workdir`; return them."""
+
+    @abc.abstractmethod
+    def verify(
+        self, source: "ModelSource", workdir: Path, params: dict[str, str], reference: "Reference"
+    ) -> "Verification":
+        """Run the artifact in `workdir` on the reference images and compare with the source."""
+
+
+class NotAvailableYet(Converter):
+    """A format of the table whose pipeline this version of the engine does not have yet."""
+
+    available = False
+
+    def error(self) -> ExportError:
+        built = ", ".join(name for name, c in REGISTRY.items() if c.available)
+        return ExportError(
+            Code.UNIMPLEMENTED,
+            f"modelFormat {self.name!r} is not available yet in this version of the engine; "
+            f"available: {built}",
+        )
+
+    def convert(self, source, workdir, params):
+        raise self.error()
+
+    def verify(self, source, workdir, params, reference):
+        raise self.error()
+
+
+REGISTRY: dict[str, Converter] = {}
+
+C = TypeVar("C", bound=type[Converter])
+
+
+def register(name: str) -> Callable[[C], C]:
+    """Class decorator: register one converter for the table row `name`."""
+
+    def decorate(cls: C) -> C:
+        if name in REGISTRY:
+            raise ValueError(f"two converters registered for {name!r}")
+        REGISTRY[name] = cls(format_row(name))
+        return cls
+
+    return decorate

@@ -1,0 +1,160 @@
+"""The one table of export formats.
+
+Every ``modelFormat`` is a row: what it writes, which destination it takes, the params it
+accepts (defaults and allowed values) and what it builds on. The request contract, the CLI's
+help, ``exporter formats`` and the README's table are all derived from these rows; nothing
+else lists formats or params.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable
+
+from exporter.model_types import MOBILE_MODEL_TYPES
+
+DEFAULT_FORMAT = "tflite"
+
+
+class Destination(str, enum.Enum):
+    """The member of the request's destination union that a format takes."""
+
+    GCS = "gcsDestination"  # a folder prefix: gs://bucket/dir, file:///dir or a plain path
+    GCR = "gcrDestination"  # a container image URI: HOST/PROJECT/IMAGE[:TAG]
+
+
+def integer_between(low: int, high: int) -> Callable[[str], str | None]:
+    """A check for a free-form param that must be a decimal integer in [low, high]."""
+
+    def check(value: str) -> str | None:
+        if not value.isdigit() or not low <= int(value) <= high:
+            return f"must be an integer from {low} to {high}"
+        return None
+
+    check.allowed_text = f"an integer from {low} to {high}"  # type: ignore[attr-defined]
+    return check
+
+
+@dataclass(frozen=True)
+class Param:
+    """One key of ``outputConfig.params`` for one format."""
+
+    name: str
+    default: str
+    description: str
+    allowed: tuple[str, ...] = ()  # the closed set of values; empty when `check` decides
+    check: Callable[[str], str | None] | None = None
+
+    def problem(self, value: str) -> str | None:
+        """Why `value` is not accepted, or None when it is."""
+        if self.allowed and value not in self.allowed:
+            return f"{value!r} is not allowed; allowed values: {', '.join(self.allowed)}"
+        if self.check is not None:
+            return self.check(value)
+        return None
+
+    @property
+    def allowed_text(self) -> str:
+        if self.allowed:
+            return ", ".join(self.allowed)
+        return getattr(self.check, "allowed_text", "any string")
+
+
+@dataclass(frozen=True)
+class FormatRow:
+    """One ``modelFormat``: everything the contract, the CLI and the docs need to know of it."""
+
+    name: str
+    description: str
+    artifacts: tuple[str, ...]
+    destination: Destination
+    params: tuple[Param, ...] = ()
+    builds_on: str | None = None
+    # Checks params together once each is valid on its own; returns problems as (key, text).
+    validate: Callable[[dict[str, str]], list[tuple[str, str]]] | None = None
+    exportable_model_types: tuple[str, ...] = field(default=MOBILE_MODEL_TYPES)
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def with_defaults(self, params: dict[str, str]) -> dict[str, str]:
+        """The params as given, with every key the format takes filled from its default."""
+        return {p.name: params.get(p.name, p.default) for p in self.params}
+
+
+CALIBRATION_COUNT = Param(
+    "calibration_count",
+    "100",
+    "How many calibration images feed the quantizer's representative dataset (fewer when the "
+    "model has fewer).",
+    check=integer_between(1, 10000),
+)
+
+TFLITE_QUANTIZATION = Param(
+    "quantization",
+    "uint8",
+    "uint8: full-integer, uint8 input and output (AutoML's QUANTIZED_UINT8); "
+    "float32: no quantization.",
+    allowed=("uint8", "float32"),
+)
+
+FORMATS: tuple[FormatRow, ...] = (
+    FormatRow(
+        name="tflite",
+        description="TensorFlow Lite flatbuffer for mobile and embedded runtimes",
+        artifacts=("model.tflite", "dict.txt", "tflite_metadata.json"),
+        destination=Destination.GCS,
+        params=(TFLITE_QUANTIZATION, CALIBRATION_COUNT),
+    ),
+    FormatRow(
+        name="edgetpu_tflite",
+        description="full-integer TFLite compiled for the Coral Edge TPU",
+        artifacts=("edgetpu_model.tflite", "dict.txt", "tflite_metadata.json"),
+        destination=Destination.GCS,
+        builds_on="tflite",
+    ),
+    FormatRow(
+        name="tf_saved_model",
+        description="serving SavedModel: image_bytes + key in, scores/labels/key out",
+        artifacts=("saved_model.pb", "variables/"),
+        destination=Destination.GCS,
+    ),
+    FormatRow(
+        name="tf_js",
+        description="TensorFlow.js graph model",
+        artifacts=("model.json", "group1-shard*of*.bin", "dict.txt"),
+        destination=Destination.GCS,
+    ),
+    FormatRow(
+        name="core_ml",
+        description="Core ML classifier with an image input",
+        artifacts=("model.mlmodel", "dict.txt"),
+        destination=Destination.GCS,
+    ),
+    FormatRow(
+        name="docker",
+        description="TF Serving container image with the model baked in, pushed to a registry",
+        artifacts=("an image at gcrDestination.outputUri",),
+        destination=Destination.GCR,
+        params=(
+            Param("cpu_architecture", "x86_64", "CPU architecture of the image.", ("x86_64",)),
+            Param(
+                "gpu_architecture",
+                "none",
+                "none: CPU serving image; nvidia: the TF Serving GPU image.",
+                ("none", "nvidia"),
+            ),
+        ),
+        builds_on="tf_saved_model",
+    ),
+)
+
+FORMAT_NAMES = tuple(row.name for row in FORMATS)
+
+
+def format_row(name: str) -> FormatRow:
+    """The row named `name`; KeyError when there is none (callers validate names first)."""
+    for row in FORMATS:
+        if row.name == name:
+            return row
+    raise KeyError(name)

@@ -1,0 +1,143 @@
+"""Verification of an artifact against its source model, with tolerances stated as counts.
+
+The source SavedModel runs in TensorFlow on the held-out images once (the ``Reference``); each
+artifact runs in its own runtime on the same normalized inputs. Images where the source's top two
+scores are closer than the tolerance's margin (near-ties) are left out of the agreement count,
+since any rounding may flip them. Every number is collected first, then the check raises once.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from exporter.errors import Code, ExportError
+from exporter.images import UNLABELED, ImageSet, load_image_set, normalize
+
+HELDOUT_LIMIT = 1000  # a few hundred images measure agreement well; more only costs time
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far an artifact may be from its source, per quantization mode."""
+
+    max_disagreement_fraction: float  # of decided images whose top-1 differs
+    max_abs_diff: float | None  # largest |artifact - source| of any score; None: recorded only
+    near_tie_margin: float = 0.01  # source top-2 margin below which an image is undecided
+
+    def allowed_disagreements(self, decided: int) -> int:
+        return int(np.floor(self.max_disagreement_fraction * decided + 1e-9))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The held-out images, their model inputs and the source model's scores on them."""
+
+    images: ImageSet
+    inputs: np.ndarray  # float32 [N, H, W, 3], normalized as the model expects
+    scores: np.ndarray  # float32 [N, C], from the SavedModel in TensorFlow
+
+
+@dataclass
+class Verification:
+    """What one verification measured; becomes ``checks.verification`` in export_report.json."""
+
+    runtime: str
+    images: int
+    decided: int
+    agreeing: int
+    allowed_disagreements: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    source_accuracy: float | None
+    artifact_accuracy: float | None
+    tolerance: dict
+    disagreements: list[dict] = field(default_factory=list)
+    passed: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def source_scores(saved_model_dir, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The SavedModel's serving_default scores on `inputs`, in TensorFlow."""
+    import tensorflow as tf
+
+    from exporter.model_source import SERVING_KEY
+
+    serve = tf.saved_model.load(str(saved_model_dir)).signatures[SERVING_KEY]
+    input_key = next(iter(serve.structured_input_signature[1]))
+    outputs = []
+    for start in range(0, len(inputs), batch):
+        result = serve(**{input_key: tf.constant(inputs[start:start + batch])})
+        outputs.append(next(iter(result.values())).numpy())
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def make_reference(source, limit: int = HELDOUT_LIMIT) -> Reference:
+    images = load_image_set(
+        source.heldout_dir, source.labels, source.height, source.width, limit=limit, purpose="held-out"
+    )
+    inputs = normalize(images.pixels, source.mean, source.std)
+    return Reference(images, inputs, source_scores(source.saved_model_dir, inputs))
+
+
+def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    known = labels != UNLABELED
+    if not known.any():
+        return None
+    return float((scores[known].argmax(1) == labels[known]).mean())
+
+
+def compare(
+    runtime: str, reference: Reference, scores: np.ndarray, tolerance: Tolerance, what: str
+) -> Verification:
+    """Compare artifact `scores` with the reference; raise when outside `tolerance`."""
+    source = reference.scores
+    if scores.shape != source.shape:
+        raise ExportError(
+            Code.INTERNAL,
+            f"{what}: artifact output shape {list(scores.shape)} differs from the source's "
+            f"{list(source.shape)}",
+        )
+    ranked = np.sort(source, axis=1)
+    decided = (ranked[:, -1] - ranked[:, -2]) >= tolerance.near_tie_margin
+    differs = source.argmax(1) != scores.argmax(1)
+    disagreeing = np.flatnonzero(decided & differs)
+    diff = np.abs(scores - source)
+    result = Verification(
+        runtime=runtime,
+        images=len(source),
+        decided=int(decided.sum()),
+        agreeing=int(decided.sum() - len(disagreeing)),
+        allowed_disagreements=tolerance.allowed_disagreements(int(decided.sum())),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        source_accuracy=_accuracy(source, reference.images.labels),
+        artifact_accuracy=_accuracy(scores, reference.images.labels),
+        tolerance=asdict(tolerance),
+        disagreements=[
+            {
+                "image": reference.images.paths[i].name,
+                "source_top1": int(source[i].argmax()),
+                "artifact_top1": int(scores[i].argmax()),
+            }
+            for i in disagreeing[:20]
+        ],
+    )
+    problems = []
+    if len(disagreeing) > result.allowed_disagreements:
+        problems.append(
+            f"top-1 differs from the source on {len(disagreeing)} of {result.decided} decided "
+            f"images (allowed {result.allowed_disagreements})"
+        )
+    if tolerance.max_abs_diff is not None and result.max_abs_diff > tolerance.max_abs_diff:
+        problems.append(
+            f"max abs difference {result.max_abs_diff:.3g} exceeds {tolerance.max_abs_diff:.3g}"
+        )
+    if problems:
+        raise ExportError(
+            Code.FAILED_PRECONDITION, f"verification of {what} failed: " + "; ".join(problems)
+        )
+    result.passed = True
+    return result

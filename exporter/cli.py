@@ -1,0 +1,178 @@
+"""The ``exporter`` command line: standalone exports, the formats table, sample models.
+
+Exit status 0 only on success. Errors are one line on stderr, ``exporter: CODE: message``,
+exit status 2 for a bad argument and 1 for anything else; ``--debug`` adds the traceback.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from converters.formats import DEFAULT_FORMAT, FORMAT_NAMES, FORMATS, Destination, format_row
+from exporter.errors import Code, ExportError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Export trained image classifiers as AutoML's models.export does.",
+)
+
+FORMAT_HELP = "modelFormat: " + ", ".join(FORMAT_NAMES) + f" (default {DEFAULT_FORMAT})"
+DEBUG: dict[str, str] = {}  # what --debug shows on failure besides the traceback
+
+
+def _param_pairs(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ExportError(Code.INVALID_ARGUMENT, f"--param {pair!r}: expected KEY=VALUE")
+        params[key] = value
+    return params
+
+
+def _input_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit() or int(height) < 1 or int(width) < 1:
+        raise ExportError(Code.INVALID_ARGUMENT, f"--input-size {text!r}: expected HxW, e.g. 224x224")
+    return int(height), int(width)
+
+
+def output_config(model_format: str, output: str, params: dict[str, str]) -> dict:
+    """The ModelExportOutputConfig JSON that the CLI's flags stand for."""
+    config: dict = {"modelFormat": model_format, "params": params}
+    known = model_format in FORMAT_NAMES
+    if known and format_row(model_format).destination is Destination.GCR:
+        config["gcrDestination"] = {"outputUri": output}
+    else:
+        config["gcsDestination"] = {"outputUriPrefix": output}
+    return config
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="model folder (SavedModel, dict.txt, manifest.json)")],
+    output: Annotated[str, typer.Option(help="folder, file:///dir or gs://bucket/dir; image URI for docker")],
+    model_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = DEFAULT_FORMAT,
+    param: Annotated[list[str], typer.Option(help="format param KEY=VALUE (see 'exporter formats')")] = [],
+    images: Annotated[Optional[Path], typer.Option(help="calibration and held-out images, when the model folder has none")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="HxW, when the signature leaves it unknown")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")] = False,
+) -> None:
+    """Export a model folder to one modelFormat, verified, into a new model-export-* folder."""
+    from exporter.progress import NativeStderr, StageProgress, print_summary
+    from exporter.run import export_model
+
+    config = output_config(model_format, output, _param_pairs(param))
+    size = _input_size(input_size)
+    with NativeStderr() as native:
+        try:
+            with StageProgress(native.console, enabled=not as_json) as progress:
+                result = export_model(model, config, images=images, input_size=size, progress=progress.update)
+        finally:
+            DEBUG["native_log"] = native.text()
+    if as_json:
+        print(json.dumps({"outputDir": result.output_dir, "seconds": result.seconds, "report": result.report}, indent=2))
+    else:
+        print_summary(result)
+
+
+@app.command()
+def formats(as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False) -> None:
+    """The formats table: params, defaults, allowed values and destination of each modelFormat."""
+    from exporter.progress import formats_table, formats_json
+    from converters import REGISTRY
+
+    if as_json:
+        print(json.dumps(formats_json(FORMATS, REGISTRY), indent=2))
+    else:
+        formats_table(FORMATS, REGISTRY)
+
+
+class SampleKind(str, enum.Enum):
+    digits = "digits"
+    colour_canary = "colour-canary"
+
+
+@app.command("sample-model")
+def sample_model(
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the model folder to")],
+    size: Annotated[int, typer.Option(min=32, max=512, help="input height and width")] = 96,
+    kind: Annotated[SampleKind, typer.Option(help="which sample model")] = SampleKind.digits,
+    seed: Annotated[int, typer.Option(help="random seed (training is deterministic under it)")] = 0,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when OUT_DIR already holds a model")] = False,
+) -> None:
+    """Train a real sample model offline and write its model folder."""
+    if if_missing and (out_dir / "manifest.json").exists():
+        typer.echo(f"{out_dir} already holds a model; left as it is", err=True)
+        return
+    from exporter import sample_models
+
+    typer.echo(f"training the {kind.value} sample model at {size}x{size} into {out_dir} ...", err=True)
+    if kind is SampleKind.digits:
+        manifest = sample_models.make_digits_model(out_dir, size=size, seed=seed)
+    else:
+        manifest = sample_models.make_colour_canary(out_dir, size=size, seed=seed)
+    accuracy = manifest["training"]["heldout_accuracy"]
+    typer.echo(f"wrote {out_dir} (held-out accuracy {accuracy:.1%})")
+
+
+def _terminate(signum, frame):
+    raise ExportError(Code.CANCELLED, f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _quiet_libraries() -> None:
+    # TensorFlow's C++ and absl logging would bury the one line a user needs to read.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # tensorflow_decision_forests (imported by tensorflowjs) would import IPython otherwise.
+    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        args.remove("--debug")
+    _quiet_libraries()
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        typer.main.get_command(app).main(args=args, prog_name="exporter", standalone_mode=False)
+    except ExportError as error:
+        if debug:
+            sys.stderr.write(DEBUG.get("native_log", ""))
+            traceback.print_exc()
+        print(f"exporter: {error}", file=sys.stderr)
+        return 2 if error.code is Code.INVALID_ARGUMENT else 1
+    except KeyboardInterrupt:
+        print("exporter: CANCELLED: interrupted", file=sys.stderr)
+        return 130
+    except typer.Abort:
+        print("exporter: CANCELLED: interrupted", file=sys.stderr)
+        return 130
+    except typer.TyperException as error:  # usage errors of the command line itself
+        text = error.format_message() if hasattr(error, "format_message") else str(error)
+        print(f"exporter: INVALID_ARGUMENT: {text}", file=sys.stderr)
+        return 2
+    except Exception as error:  # last resort: still one line, the traceback only on --debug
+        if debug:
+            traceback.print_exc()
+        print(f"exporter: INTERNAL: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

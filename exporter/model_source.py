@@ -1,0 +1,224 @@
+"""Reading a model folder: the SavedModel, its labels, its manifest and its images.
+
+A model folder holds ``manifest.json`` (optional), ``dict.txt`` and the SavedModel (in
+``saved_model/`` or at the top). The serving signature must have one 4-D float NHWC RGB input and
+one output of class probabilities as wide as the labels; anything else is one clear error that
+says what was expected and what was found.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from exporter.errors import Code, ExportError
+from exporter.manifest import DISPLAY_NAME, DISPLAY_NAME_RULE, InputSpec, Manifest
+
+SERVING_KEY = "serving_default"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Everything the converters need to know about the model being exported."""
+
+    root: Path
+    saved_model_dir: Path
+    display_name: str
+    model_type: str
+    labels: tuple[str, ...]
+    input_key: str  # the serving signature's input name
+    output_key: str  # the serving signature's output name
+    height: int
+    width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    calibration_dir: Path
+    heldout_dir: Path
+
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """The smallest and largest value the model sees after normalizing 0..255 pixels."""
+        lows = [(0 - m) / s for m, s in zip(self.mean, self.std)]
+        highs = [(255 - m) / s for m, s in zip(self.mean, self.std)]
+        return min(lows), max(highs)
+
+    def describe(self) -> dict:
+        """The model's part of export_report.json."""
+        return {
+            "path": str(self.root),
+            "displayName": self.display_name,
+            "modelType": self.model_type,
+            "labels": list(self.labels),
+            "input": {
+                "signatureKey": SERVING_KEY,
+                "name": self.input_key,
+                "shape": [None, self.height, self.width, 3],
+                "mean": list(self.mean),
+                "std": list(self.std),
+            },
+            "output": {"name": self.output_key, "shape": [None, len(self.labels)]},
+        }
+
+
+def _bad(message: str) -> ExportError:
+    return ExportError(Code.INVALID_ARGUMENT, message)
+
+
+def read_model(
+    folder: str | Path,
+    *,
+    images: str | Path | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> ModelSource:
+    """Read and check a model folder.
+
+    `images` replaces the manifest's image folders: a folder with ``calibration/`` and
+    ``heldout/`` inside, or one folder of ``<label>/`` subfolders used for both. `input_size`
+    (height, width) is needed when the signature leaves the size unknown and the manifest does
+    not give it.
+    """
+    root = Path(folder).resolve()
+    if not root.is_dir():
+        raise ExportError(Code.NOT_FOUND, f"model folder {str(folder)!r} does not exist")
+    manifest = _read_manifest(root)
+    display_name = manifest.display_name or root.name
+    if not DISPLAY_NAME.match(display_name):
+        where = "manifest.json display_name" if manifest.display_name else "the folder name"
+        raise _bad(
+            f"display name {display_name!r} (from {where}) does not follow AutoML's rule: "
+            f"{DISPLAY_NAME_RULE}; set display_name in manifest.json"
+        )
+    saved_model_dir = _find_saved_model(root, manifest)
+    labels = _read_labels(root / manifest.labels)
+    input_key, output_key, height, width = _read_signature(saved_model_dir, len(labels))
+    height, width = _input_size(height, width, manifest.input, input_size)
+    mean, std = manifest.input.normalization()
+    calibration_dir, heldout_dir = _image_folders(root, manifest, images)
+    return ModelSource(
+        root=root,
+        saved_model_dir=saved_model_dir,
+        display_name=display_name,
+        model_type=manifest.model_type,
+        labels=labels,
+        input_key=input_key,
+        output_key=output_key,
+        height=height,
+        width=width,
+        mean=tuple(mean),
+        std=tuple(std),
+        calibration_dir=calibration_dir,
+        heldout_dir=heldout_dir,
+    )
+
+
+def _read_manifest(root: Path) -> Manifest:
+    path = root / "manifest.json"
+    if not path.exists():
+        return Manifest()
+    try:
+        return Manifest.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as error:
+        raise _bad(f"manifest.json is not valid JSON: {error}") from None
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in error.errors()
+        )
+        raise _bad(f"manifest.json does not fit the manifest schema: {problems}") from None
+
+
+def _find_saved_model(root: Path, manifest: Manifest) -> Path:
+    for candidate in (root / manifest.saved_model, root):
+        if (candidate / "saved_model.pb").is_file():
+            return candidate
+    raise _bad(
+        f"no SavedModel in {str(root)!r}: expected saved_model.pb in "
+        f"{manifest.saved_model}/ or at the top of the folder"
+    )
+
+
+def _read_labels(path: Path) -> tuple[str, ...]:
+    if not path.is_file():
+        raise _bad(f"no labels: expected {path.name} (one label a line) in the model folder")
+    labels = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    labels = tuple(label for label in labels if label)
+    if len(labels) < 2:
+        raise _bad(f"{path.name} must list at least 2 labels, one a line; found {len(labels)}")
+    if len(set(labels)) != len(labels):
+        raise _bad(f"{path.name} lists a label more than once")
+    return labels
+
+
+def _read_signature(saved_model_dir: Path, label_count: int) -> tuple[str, str, int | None, int | None]:
+    """The serving signature's input and output names and the input's height and width."""
+    from exporter.saved_model_proto import read_signatures
+
+    signatures = read_signatures(saved_model_dir)
+    if SERVING_KEY not in signatures:
+        found = ", ".join(sorted(k for k in signatures if not k.startswith("__"))) or "none"
+        raise _bad(f"the SavedModel has no {SERVING_KEY!r} signature; found: {found}")
+    inputs, outputs = signatures[SERVING_KEY]
+    if len(inputs) != 1:
+        raise _bad(
+            f"the serving signature must have one image input; found {len(inputs)}: "
+            f"{', '.join(sorted(inputs))}"
+        )
+    (input_key, (input_dtype, input_shape)), = inputs.items()
+    if input_dtype != "float32" or input_shape is None or len(input_shape) != 4 or input_shape[3] != 3:
+        raise _bad(
+            "the serving input must be a 4-D float32 NHWC RGB image [batch, height, width, 3]; "
+            f"found {input_key!r}: {input_dtype} {_shape_text(input_shape)}"
+        )
+    if len(outputs) != 1:
+        raise _bad(
+            f"the serving signature must have one output of class probabilities; found "
+            f"{len(outputs)}: {', '.join(sorted(outputs))}"
+        )
+    (output_key, (output_dtype, output_shape)), = outputs.items()
+    if output_shape is None or len(output_shape) != 2 or output_shape[1] != label_count:
+        raise _bad(
+            f"the serving output must be [batch, {label_count}] (one score per label in "
+            f"dict.txt); found {output_key!r}: {output_dtype} {_shape_text(output_shape)}"
+        )
+    height, width = input_shape[1], input_shape[2]
+    return input_key, output_key, (height if height > 0 else None), (width if width > 0 else None)
+
+
+def _shape_text(shape: list[int] | None) -> str:
+    if shape is None:
+        return "of unknown rank"
+    return "[" + ", ".join("?" if d < 0 else str(d) for d in shape) + "]"
+
+
+def _input_size(
+    height: int | None, width: int | None, spec: InputSpec, given: tuple[int, int] | None
+) -> tuple[int, int]:
+    for source, (h, w) in (("--input-size", given or (None, None)),
+                           ("manifest.json input", (spec.height, spec.width))):
+        if h is None and w is None:
+            continue
+        if (height is not None and h != height) or (width is not None and w != width):
+            raise _bad(
+                f"{source} says {h}x{w} but the signature fixes "
+                f"{height or '?'}x{width or '?'}"
+            )
+        height, width = h, w
+        break
+    if height is None or width is None:
+        raise _bad(
+            "the signature leaves the input height and width unknown: give them with "
+            "--input-size HxW or manifest.json input.height and input.width"
+        )
+    return height, width
+
+
+def _image_folders(root: Path, manifest: Manifest, images: str | Path | None) -> tuple[Path, Path]:
+    if images is None:
+        return root / manifest.calibration_images, root / manifest.heldout_images
+    folder = Path(images).resolve()
+    if not folder.is_dir():
+        raise ExportError(Code.NOT_FOUND, f"images folder {str(images)!r} does not exist")
+    if (folder / "calibration").is_dir() and (folder / "heldout").is_dir():
+        return folder / "calibration", folder / "heldout"
+    return folder, folder

@@ -1,0 +1,128 @@
+"""One export, start to end: load, convert, verify, publish.
+
+This is the function the CLI, the Python API and (later) the service's workers all call. The
+artifact is written into a staging folder, verified there, and only then moved to its final
+name; on any error, Ctrl-C included, the staging folder is removed and the final name is never
+created.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from converters import REGISTRY
+from exporter.model_types import CLOUD_MODEL_TYPE
+from converters.verification import make_reference
+from exporter.destinations import (
+    export_folder_name,
+    open_destination,
+    os_error,
+    rfc3339_millis,
+    utc_now,
+)
+from exporter.errors import Code, ExportError
+from exporter.model_source import ModelSource, read_model
+from exporter.report import build_report, write_report
+from exporter.request import ExportRequest, parse_output_config
+
+STAGES = ("load", "convert", "verify", "publish")
+# progress(stage, event) with event "start" or "done"; the CLI draws it, the worker stores it.
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    output_dir: str  # where the export folder was published
+    report: dict  # the content of its export_report.json
+    seconds: dict[str, float]  # every stage's time, publish included
+
+
+class StageClock:
+    """Times each stage, tells `progress`, and turns unexpected errors into clear ExportErrors."""
+
+    def __init__(self, progress: Progress | None, converter_name: str):
+        self.progress = progress or (lambda stage, event: None)
+        self.converter_name = converter_name
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.progress(name, "start")
+        started = time.perf_counter()
+        try:
+            yield
+        except ExportError:
+            raise
+        except OSError as error:
+            raise os_error(error, f"{name} failed") from error
+        except Exception as error:  # a converter's own crash: say where, keep the cause chained
+            raise ExportError(
+                Code.INTERNAL,
+                f"{name} of {self.converter_name} failed: {type(error).__name__}: {error}",
+            ) from error
+        self.seconds[name] = round(time.perf_counter() - started, 3)
+        self.progress(name, "done")
+
+
+def check_exportable(source: ModelSource, request: ExportRequest) -> None:
+    if source.model_type not in request.row.exportable_model_types:
+        reason = " (a server-hosted model type)" if source.model_type == CLOUD_MODEL_TYPE else ""
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            f"a model of type {source.model_type!r}{reason} cannot be exported to "
+            f"{request.model_format!r}; exportable model types: "
+            f"{', '.join(request.row.exportable_model_types)}",
+        )
+
+
+def export_model(
+    model: str | Path,
+    output_config: dict[str, Any],
+    *,
+    images: str | Path | None = None,
+    input_size: tuple[int, int] | None = None,
+    progress: Progress | None = None,
+    started: datetime | None = None,
+) -> ExportResult:
+    """Export the model folder `model` as `output_config` (a ModelExportOutputConfig) asks.
+
+    `output_config` is the same JSON the REST API takes, e.g.
+    ``{"modelFormat": "tflite", "gcsDestination": {"outputUriPrefix": "/tmp/out"},
+    "params": {"quantization": "uint8"}}``. `images` and `input_size` fill in what the model
+    folder lacks (see ``read_model``). Raises ExportError; returns where the export landed and
+    its report.
+    """
+    started = started or utc_now()
+    request = parse_output_config(output_config)
+    converter = REGISTRY[request.model_format]
+    if not converter.available:
+        raise converter.error()
+    clock = StageClock(progress, request.model_format)
+
+    with clock.stage("load"):
+        source = read_model(model, images=images, input_size=input_size)
+        check_exportable(source, request)
+        destination = open_destination(request.destination)
+        final_name = export_folder_name(source.display_name, started)
+        staging = destination.stage(final_name)
+    try:
+        with clock.stage("convert"):
+            converter.convert(source, staging, request.params)
+        with clock.stage("verify"):
+            reference = make_reference(source)
+            verification = converter.verify(source, staging, request.params, reference)
+        with clock.stage("publish"):
+            report = build_report(
+                request=request, source=source, workdir=staging, verification=verification,
+                timings=dict(clock.seconds), created=rfc3339_millis(started),
+            )
+            write_report(report, staging)
+            output_dir = destination.publish(staging, final_name)
+    finally:
+        destination.discard(staging)  # gone already when published
+    # The report (written before publishing) times load, convert and verify; the result adds publish.
+    return ExportResult(output_dir=output_dir, report=report, seconds=dict(clock.seconds))

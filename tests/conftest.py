@@ -1,0 +1,75 @@
+"""Shared fixtures: the real sample models, trained once and cached by a hash of their code."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# tensorflow_decision_forests (imported by tensorflowjs) imports IPython when stdout is captured
+# unless its welcome message is off; IPython is not part of the stack.
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache" / "test-models"
+EXPORTER = Path(sys.executable).parent / "exporter"
+
+# Small enough to train in seconds, large enough that MobileNetV2 still learns the digits.
+DIGITS_SIZE = 96
+CANARY_SIZE = 32
+
+
+def _training_hash() -> str:
+    code = (REPO / "exporter" / "sample_models.py").read_bytes()
+    return hashlib.sha256(code + f"{DIGITS_SIZE}-{CANARY_SIZE}".encode()).hexdigest()[:16]
+
+
+def _cached(name: str, build) -> Path:
+    folder = CACHE / _training_hash() / name
+    if not (folder / "manifest.json").exists():
+        build(folder)  # writes into a temporary sibling and moves it into place whole
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digits_model() -> Path:
+    from exporter.sample_models import make_digits_model
+
+    return _cached("digits", lambda out: make_digits_model(out, size=DIGITS_SIZE))
+
+
+@pytest.fixture(scope="session")
+def canary_model() -> Path:
+    from exporter.sample_models import make_colour_canary
+
+    return _cached("canary", lambda out: make_colour_canary(out, size=CANARY_SIZE))
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    """A writable copy of a model folder, for tests that break one on purpose."""
+
+    def copy(folder: Path) -> Path:
+        target = tmp_path / "model"
+        shutil.copytree(folder, target)
+        return target
+
+    return copy
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    return subprocess.run(
+        [str(EXPORTER), *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def exports_in(folder: Path) -> list[Path]:
+    """Every entry the engine may have left in a destination, hidden staging folders included."""
+    return sorted(folder.iterdir()) if folder.exists() else []

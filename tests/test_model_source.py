@@ -1,0 +1,139 @@
+"""Reading a model folder: what fits DESIGN section 4 is read, anything else is one clear error."""
+import json
+import shutil
+
+import pytest
+
+from exporter.errors import Code, ExportError
+from exporter.model_source import read_model
+
+
+def tiny_saved_model(folder, input_shape, outputs=("probabilities",), width=6, key="serving_default"):
+    """A real SavedModel whose serving signature has the given input shape and output names."""
+    import tensorflow as tf
+
+    class Tiny(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32, name="image")])
+        def serve(self, image):
+            mean = tf.reduce_mean(image, axis=list(range(1, len(input_shape))))[:, None]
+            scores = tf.nn.softmax(tf.tile(mean, [1, width]))
+            return {name: scores for name in outputs}
+
+    module = Tiny()
+    tf.saved_model.save(module, str(folder), signatures={key: module.serve})
+
+
+def bad(folder, **kwargs) -> str:
+    with pytest.raises(ExportError) as raised:
+        read_model(folder, **kwargs)
+    return raised.value
+
+
+def test_reads_the_sample_models(digits_model, canary_model):
+    digits = read_model(digits_model)
+    assert digits.display_name == "digits_mobilenetv2"
+    assert (digits.height, digits.width) == (96, 96)
+    assert digits.labels[0] == "zero" and len(digits.labels) == 10
+    assert digits.input_range == (0.0, 255.0)
+    canary = read_model(canary_model)
+    assert canary.input_range == (0.0, 1.0)
+    assert canary.labels == ("red", "yellow", "green", "cyan", "blue", "magenta")
+    assert canary.input_key == "image" and canary.output_key == "probabilities"
+
+
+def test_missing_folder_is_not_found(tmp_path):
+    error = bad(tmp_path / "nowhere")
+    assert error.code is Code.NOT_FOUND and "does not exist" in error.message
+
+
+def test_folder_without_saved_model(tmp_path):
+    (tmp_path / "dict.txt").write_text("a\nb\n")
+    error = bad(tmp_path)
+    assert error.code is Code.INVALID_ARGUMENT and "no SavedModel" in error.message
+
+
+def test_corrupt_saved_model_pb(canary_model, model_copy):
+    folder = model_copy(canary_model)
+    (folder / "saved_model" / "saved_model.pb").write_bytes(b"\xff\xff\xff garbage")
+    error = bad(folder)
+    assert error.code is Code.INVALID_ARGUMENT and "not a readable SavedModel" in error.message
+
+
+def test_missing_labels(canary_model, model_copy):
+    folder = model_copy(canary_model)
+    (folder / "dict.txt").unlink()
+    assert "no labels" in bad(folder).message
+
+
+def test_labels_must_match_the_output_width(canary_model, model_copy):
+    folder = model_copy(canary_model)
+    (folder / "dict.txt").write_text("red\nyellow\ngreen\n")
+    message = bad(folder).message
+    assert "[batch, 3]" in message and "found 'probabilities': float32 [?, 6]" in message
+
+
+def test_display_name_follows_automl_rule(canary_model, model_copy):
+    folder = model_copy(canary_model)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("9starts_with_digit", "has-dash", "x" * 33):
+        manifest["display_name"] = name
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        message = bad(folder).message
+        assert name in message and "at most 32 characters of [A-Za-z0-9_]" in message
+
+
+def test_manifest_schema_errors_name_the_field(canary_model, model_copy):
+    folder = model_copy(canary_model)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["input"]["range"] = "0..65535"
+    manifest["model_type"] = "server"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    message = bad(folder).message
+    assert "input.range" in message and "model_type" in message
+    (folder / "manifest.json").write_text("{not json")
+    assert "not valid JSON" in bad(folder).message
+
+
+def test_no_serving_signature(tmp_path):
+    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8, 3], key="predict")
+    (tmp_path / "dict.txt").write_text("\n".join("abcdef"))
+    message = bad(tmp_path).message
+    assert "no 'serving_default' signature; found: predict" in message
+
+
+def test_input_must_be_a_4d_rgb_image(tmp_path):
+    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8])
+    (tmp_path / "dict.txt").write_text("\n".join("abcdef"))
+    message = bad(tmp_path).message
+    assert "4-D float32 NHWC RGB" in message and "[?, 8, 8]" in message
+
+
+def test_one_output_only(tmp_path):
+    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8, 3], outputs=("a", "b"))
+    (tmp_path / "dict.txt").write_text("\n".join("abcdef"))
+    assert "one output of class probabilities; found 2: a, b" in bad(tmp_path).message
+
+
+def test_unknown_input_size_needs_to_be_given(tmp_path):
+    tiny_saved_model(tmp_path / "saved_model", [None, None, None, 3])
+    (tmp_path / "dict.txt").write_text("\n".join("abcdef"))
+    (tmp_path / "manifest.json").write_text(json.dumps({"display_name": "tiny"}))
+    assert "--input-size HxW" in bad(tmp_path).message
+    source = read_model(tmp_path, input_size=(20, 30))
+    assert (source.height, source.width) == (20, 30)
+
+
+def test_given_size_must_agree_with_the_signature(canary_model):
+    message = bad(canary_model, input_size=(64, 64)).message
+    assert "--input-size says 64x64 but the signature fixes 32x32" in message
+
+
+def test_bare_saved_model_folder_uses_folder_name_and_defaults(canary_model, tmp_path):
+    folder = tmp_path / "bare_model"
+    shutil.copytree(canary_model / "saved_model", folder)
+    shutil.copy(canary_model / "dict.txt", folder / "dict.txt")
+    source = read_model(folder, images=canary_model / "images")
+    assert source.display_name == "bare_model"
+    assert source.saved_model_dir == folder
+    assert source.input_range == (0.0, 255.0)  # the documented default when no manifest says
+    assert source.calibration_dir == (canary_model / "images" / "calibration").resolve()

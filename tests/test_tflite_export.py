@@ -1,0 +1,179 @@
+"""Real TFLite exports of the sample models, verified, and their artifacts run independently."""
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters import tflite
+from converters.verification import Tolerance, compare, make_reference
+from exporter.errors import Code, ExportError
+from exporter.images import list_images, load_pixels
+from exporter.model_source import read_model
+from exporter.run import STAGES, export_model
+
+FOLDER_NAME = r"model-export-{}-\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z"
+
+
+def config(destination: Path, quantization: str) -> dict:
+    return {
+        "modelFormat": "tflite",
+        "gcsDestination": {"outputUriPrefix": str(destination)},
+        "params": {"quantization": quantization},
+    }
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, digits_model, canary_model):
+    """Every (model, quantization) exported once into its own destination."""
+    made = {}
+    for name, model in (("digits", digits_model), ("canary", canary_model)):
+        for quantization in ("uint8", "float32"):
+            destination = tmp_path_factory.mktemp(f"{name}-{quantization}")
+            stages = []
+            result = export_model(
+                model, config(destination, quantization), progress=lambda s, e: stages.append((s, e))
+            )
+            made[name, quantization] = (destination, result, stages)
+    return made
+
+
+CASES = [("digits", "uint8"), ("digits", "float32"), ("canary", "uint8"), ("canary", "float32")]
+
+
+@pytest.mark.parametrize("case", CASES, ids="-".join)
+def test_export_folder_is_complete_and_alone(exports, case):
+    destination, result, stages = exports[case]
+    display = {"digits": "digits_mobilenetv2", "canary": "colour_canary"}[case[0]]
+    (folder,) = list(destination.iterdir())  # no staging folder left beside it
+    assert re.fullmatch(FOLDER_NAME.format(display), folder.name)
+    assert str(folder) == result.output_dir
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "dict.txt", "export_report.json", "model.tflite", "tflite_metadata.json"
+    ]
+    assert stages == [(s, e) for s in STAGES for e in ("start", "done")]
+
+
+@pytest.mark.parametrize("case", CASES, ids="-".join)
+def test_report_records_checks_files_and_versions(exports, case):
+    destination, result, _ = exports[case]
+    folder = Path(result.output_dir)
+    report = json.loads((folder / "export_report.json").read_text())
+    assert report["modelFormat"] == "tflite"
+    assert report["params"]["quantization"] == case[1]
+    check = report["checks"]["verification"]
+    assert check["passed"] and check["runtime"] == "ai_edge_litert"
+    assert check["images"] >= 300
+    assert check["decided"] - check["agreeing"] <= check["allowed_disagreements"]
+    for entry in report["artifacts"]:
+        data = (folder / entry["path"]).read_bytes()
+        assert entry["bytes"] == len(data) > 0
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert report["versions"]["tensorflow"] == "2.19.0"
+    assert set(report["timingsSeconds"]) == {"load", "convert", "verify"}
+
+
+def test_float32_agrees_on_every_decided_image(exports):
+    for name in ("digits", "canary"):
+        check = exports[name, "float32"][1].report["checks"]["verification"]
+        assert check["agreeing"] == check["decided"]
+        assert check["max_abs_diff"] < 1e-4
+
+
+def test_uint8_digits_keeps_accuracy(exports):
+    check = exports["digits", "uint8"][1].report["checks"]["verification"]
+    assert check["source_accuracy"] >= 0.9
+    assert check["artifact_accuracy"] >= check["source_accuracy"] - 0.02
+    assert check["decided"] - check["agreeing"] <= 0.02 * check["decided"]
+
+
+def interpreter(folder: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = Interpreter(model_path=str(folder / "model.tflite"))
+    model.allocate_tensors()
+    return model
+
+
+def test_uint8_artifact_takes_raw_pixels_for_a_0_255_model(exports):
+    folder = Path(exports["digits", "uint8"][1].output_dir)
+    model = interpreter(folder)
+    (inp,), (out,) = model.get_input_details(), model.get_output_details()
+    assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
+    assert list(inp["shape"]) == [1, 96, 96, 3]
+    assert inp["quantization"] == (1.0, 0)
+    metadata = json.loads((folder / "tflite_metadata.json").read_text())
+    assert metadata["inferenceType"] == "QUANTIZED_UINT8"
+    assert metadata["inputShape"] == [1, 96, 96, 3]
+    assert metadata["inputTensor"] == inp["name"]
+    assert metadata["outputTensors"] == [out["name"]]
+    assert metadata["outputTensorRepresentation"] == ["scores"]
+    labels = (folder / "dict.txt").read_text().split()
+    assert labels == list(read_model(exports["digits", "uint8"][1].report["model"]["path"]).labels)
+
+
+def test_float32_artifact_is_float(exports):
+    folder = Path(exports["digits", "float32"][1].output_dir)
+    (inp,) = interpreter(folder).get_input_details()
+    assert inp["dtype"] == np.float32
+    assert json.loads((folder / "tflite_metadata.json").read_text())["inferenceType"] == "FLOAT"
+
+
+def classify_files(folder: Path, images: list[Path], size: int, channels=(0, 1, 2)) -> list[str]:
+    """Classify image files with the uint8 artifact alone: decode, resize, feed raw pixels."""
+    model = interpreter(folder)
+    (inp,), (out,) = model.get_input_details(), model.get_output_details()
+    labels = (folder / "dict.txt").read_text().split()
+    answers = []
+    for path in images:
+        pixels = load_pixels(path, size, size)[..., list(channels)]
+        model.set_tensor(inp["index"], pixels[None])
+        model.invoke()
+        answers.append(labels[int(model.get_tensor(out["index"])[0].argmax())])
+    return answers
+
+
+def test_canary_uint8_artifact_reads_colours_by_itself(exports, canary_model):
+    folder = Path(exports["canary", "uint8"][1].output_dir)
+    images = list_images(canary_model / "images" / "heldout")
+    truth = [p.parent.name for p in images]
+    assert classify_files(folder, images, 32) == truth
+    # The same artifact fed BGR misreads the colours: the canary shows a channel swap at once.
+    swapped = classify_files(folder, images, 32, channels=(2, 1, 0))
+    assert sum(a != t for a, t in zip(swapped, truth)) > len(truth) / 3
+
+
+def test_verification_catches_a_channel_swap(exports, canary_model):
+    source = read_model(canary_model)
+    reference = make_reference(source)
+    model = tflite.TFLiteModel(Path(exports["canary", "float32"][1].output_dir) / "model.tflite")
+    swapped = model.predict(reference.inputs[..., ::-1])
+    with pytest.raises(ExportError) as raised:
+        compare("ai_edge_litert", reference, swapped, tflite.TOLERANCES["float32"], "swapped")
+    assert raised.value.code is Code.FAILED_PRECONDITION
+    assert re.search(r"top-1 differs from the source on \d+ of \d+ decided images \(allowed 0\)",
+                     raised.value.message)
+
+
+def test_export_outside_tolerance_fails_and_leaves_nothing(canary_model, tmp_path, monkeypatch):
+    strict = Tolerance(max_disagreement_fraction=0.0, max_abs_diff=1e-9)
+    monkeypatch.setitem(tflite.TOLERANCES, "uint8", strict)
+    with pytest.raises(ExportError) as raised:
+        export_model(canary_model, config(tmp_path, "uint8"))
+    assert raised.value.code is Code.FAILED_PRECONDITION
+    assert re.search(r"max abs difference \S+ exceeds 1e-09", raised.value.message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cloud_model_type_is_failed_precondition(canary_model, model_copy, tmp_path):
+    folder = model_copy(canary_model)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["model_type"] = "cloud"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    destination = tmp_path / "out"
+    with pytest.raises(ExportError) as raised:
+        export_model(folder, config(destination, "uint8"))
+    assert raised.value.code is Code.FAILED_PRECONDITION and "'cloud'" in raised.value.message
+    assert not destination.exists()
