@@ -158,3 +158,40 @@ def format_row(name: str) -> FormatRow:
         if row.name == name:
             return row
     raise KeyError(name)
+
+
+def describe_formats(available: dict[str, bool]) -> list[dict]:
+    """The table as JSON, for ``exporter formats --json`` and the docs."""
+    return [
+        {
+            "modelFormat": row.name,
+            "description": row.description,
+            "available": available[row.name],
+            "destination": row.destination.value,
+            "artifacts": list(row.artifacts),
+            "buildsOn": row.builds_on,
+            "params": [
+                {"name": p.name, "default": p.default, "allowed": p.allowed_text, "description": p.description}
+                for p in row.params
+            ],
+        }
+        for row in FORMATS
+    ]
+
+
+def formats_markdown(available: dict[str, bool]) -> str:
+    """The table in Markdown, as the README carries it (a test keeps the two equal)."""
+    lines = [
+        "| modelFormat | destination | artifacts | params: default (allowed) | status |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for entry in describe_formats(available):
+        params = "<br>".join(
+            f"`{p['name']}`: `{p['default']}` ({p['allowed']})" for p in entry["params"]
+        ) or "none"
+        artifacts = ", ".join(f"`{a}`" for a in entry["artifacts"])
+        status = "available" if entry["available"] else "not available yet"
+        lines.append(
+            f"| `{entry['modelFormat']}` | `{entry['destination']}` | {artifacts} | {params} | {status} |"
+        )
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ exit status 2 for a bad argument and 1 for anything else; ``--debug`` adds the t
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
@@ -16,7 +17,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from converters.formats import DEFAULT_FORMAT, FORMAT_NAMES, FORMATS, Destination, format_row
+from converters.formats import (
+    DEFAULT_FORMAT,
+    FORMAT_NAMES,
+    Destination,
+    describe_formats,
+    format_row,
+    formats_markdown,
+)
 from exporter.errors import Code, ExportError
 
 app = typer.Typer(
@@ -29,6 +37,18 @@ app = typer.Typer(
 
 FORMAT_HELP = "modelFormat: " + ", ".join(FORMAT_NAMES) + f" (default {DEFAULT_FORMAT})"
 DEBUG: dict[str, str] = {}  # what --debug shows on failure besides the traceback
+
+
+@contextlib.contextmanager
+def native_logs_captured():
+    """TensorFlow's native logs go aside while it works; --debug shows them on failure."""
+    from exporter.terminal import NativeStderr
+
+    with NativeStderr() as native:
+        try:
+            yield native.console
+        finally:
+            DEBUG["native_log"] = native.text()
 
 
 def _param_pairs(pairs: list[str]) -> dict[str, str]:
@@ -72,17 +92,14 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")] = False,
 ) -> None:
     """Export a model folder to one modelFormat, verified, into a new model-export-* folder."""
-    from exporter.progress import NativeStderr, StageProgress, print_summary
+    from exporter.terminal import StageProgress, print_summary
     from exporter.run import export_model
 
     config = output_config(model_format, output, _param_pairs(param))
     size = _input_size(input_size)
-    with NativeStderr() as native:
-        try:
-            with StageProgress(native.console, enabled=not as_json) as progress:
-                result = export_model(model, config, images=images, input_size=size, progress=progress.update)
-        finally:
-            DEBUG["native_log"] = native.text()
+    with native_logs_captured() as console:
+        with StageProgress(console, enabled=not as_json) as progress:
+            result = export_model(model, config, images=images, input_size=size, progress=progress.update)
     if as_json:
         print(json.dumps({"outputDir": result.output_dir, "seconds": result.seconds, "report": result.report}, indent=2))
     else:
@@ -90,15 +107,21 @@ def export(
 
 
 @app.command()
-def formats(as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False) -> None:
+def formats(
+    as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print the table as the README's Markdown")] = False,
+) -> None:
     """The formats table: params, defaults, allowed values and destination of each modelFormat."""
-    from exporter.progress import formats_table, formats_json
     from converters import REGISTRY
+    from exporter.terminal import formats_table
 
+    available = {name: converter.available for name, converter in REGISTRY.items()}
     if as_json:
-        print(json.dumps(formats_json(FORMATS, REGISTRY), indent=2))
+        print(json.dumps(describe_formats(available), indent=2))
+    elif markdown:
+        print(formats_markdown(available))
     else:
-        formats_table(FORMATS, REGISTRY)
+        formats_table(describe_formats(available))
 
 
 class SampleKind(str, enum.Enum):
@@ -121,10 +144,9 @@ def sample_model(
     from exporter import sample_models
 
     typer.echo(f"training the {kind.value} sample model at {size}x{size} into {out_dir} ...", err=True)
-    if kind is SampleKind.digits:
-        manifest = sample_models.make_digits_model(out_dir, size=size, seed=seed)
-    else:
-        manifest = sample_models.make_colour_canary(out_dir, size=size, seed=seed)
+    make = sample_models.make_digits_model if kind is SampleKind.digits else sample_models.make_colour_canary
+    with native_logs_captured():
+        manifest = make(out_dir, size=size, seed=seed)
     accuracy = manifest["training"]["heldout_accuracy"]
     typer.echo(f"wrote {out_dir} (held-out accuracy {accuracy:.1%})")
 

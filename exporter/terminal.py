@@ -98,29 +98,12 @@ def print_summary(result: ExportResult) -> None:
     STDOUT.print(table)
 
 
-def formats_json(rows, registry) -> list[dict]:
-    return [
-        {
-            "modelFormat": row.name,
-            "description": row.description,
-            "available": registry[row.name].available,
-            "destination": row.destination.value,
-            "artifacts": list(row.artifacts),
-            "buildsOn": row.builds_on,
-            "params": [
-                {"name": p.name, "default": p.default, "allowed": p.allowed_text, "description": p.description}
-                for p in row.params
-            ],
-        }
-        for row in rows
-    ]
-
-
-def formats_table(rows, registry) -> None:
+def formats_table(entries: list[dict]) -> None:
+    """The formats table (as ``describe_formats`` gives it) drawn for a terminal."""
     table = Table(title="modelFormats", show_lines=True)
     for column in ("modelFormat", "destination", "artifacts", "params (default; allowed)", "status"):
         table.add_column(column)
-    for entry in formats_json(rows, registry):
+    for entry in entries:
         params = "\n".join(
             f"{p['name']} ({p['default']}; {p['allowed']})" for p in entry["params"]
         ) or "-"

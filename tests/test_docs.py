@@ -1,0 +1,20 @@
+"""The README carries the formats table exactly as the table itself renders it."""
+from pathlib import Path
+
+from converters import REGISTRY
+from converters.formats import formats_markdown
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_formats_table_is_generated_from_the_table():
+    available = {name: c.available for name, c in REGISTRY.items()}
+    assert formats_markdown(available) in README.read_text(), (
+        "README.md's formats table is stale: paste the output of `exporter formats --markdown`"
+    )
+
+
+def test_readme_opens_with_the_two_commands():
+    text = README.read_text()
+    first_block = text.split("```")[1]
+    assert first_block.strip().splitlines()[1:] == ["make export", "make test"]
