@@ -93,9 +93,10 @@ CALIBRATION_COUNT = Param(
 TFLITE_QUANTIZATION = Param(
     "quantization",
     "uint8",
-    "uint8: full-integer, uint8 input and output (AutoML's QUANTIZED_UINT8); "
-    "float32: no quantization.",
-    allowed=("uint8", "float32"),
+    "uint8: full-integer, uint8 input and output (AutoML's QUANTIZED_UINT8); int8: full-integer, "
+    "int8 input and output; float16: float16 weights; dynamic_range: int8 weights, float input "
+    "and output; float32: no quantization.",
+    allowed=("uint8", "int8", "float16", "dynamic_range", "float32"),
 )
 
 FORMATS: tuple[FormatRow, ...] = (

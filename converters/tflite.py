@@ -1,14 +1,16 @@
 """modelFormat ``tflite``: the TFLite converter, from the source's serving signature.
 
 The batch is fixed to 1 through a concrete function (a mobile classifier takes one image; the
-Edge TPU compiler and MediaPipe want static shapes). ``uint8`` is full-integer quantization with
-uint8 input and output, as AutoML's QUANTIZED_UINT8 exports; its representative dataset is the
-model's calibration images plus one gradient image spanning 0..255, so the input's quantization
-covers the whole pixel range (scale 1, zero point 0 for a model that takes 0..255).
+Edge TPU compiler and MediaPipe want static shapes). ``uint8`` and ``int8`` are full-integer
+quantization with integer input and output (``uint8`` as AutoML's QUANTIZED_UINT8 exports);
+their representative dataset is the model's calibration images plus one gradient image spanning
+0..255, so the input's quantization covers the whole pixel range (scale 1, zero point 0 for a
+uint8 model that takes 0..255). ``float16`` and ``dynamic_range`` need no calibration.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +25,29 @@ MODEL_FILE = "model.tflite"
 LABELS_FILE = "dict.txt"
 METADATA_FILE = "tflite_metadata.json"
 
-TOLERANCES = {
-    # float32 is the same arithmetic: every decided image agrees, scores within rounding.
-    "float32": Tolerance(max_disagreement_fraction=0.0, max_abs_diff=1e-4),
-    # uint8 output has a step of 1/256; measured on 360 held-out digits, 2 flipped images.
-    "uint8": Tolerance(max_disagreement_fraction=0.02, max_abs_diff=None),
-}
 
-INFERENCE_TYPE = {"uint8": "QUANTIZED_UINT8", "float32": "FLOAT"}
+
+@dataclass(frozen=True)
+class Mode:
+    """One value of the ``quantization`` param: how to convert and how close it must stay."""
+
+    inference_type: str  # tflite_metadata.json's inferenceType
+    tolerance: Tolerance
+    needs_calibration: bool
+    io_type: str | None = None  # integer input/output type of a full-integer model
+
+
+MODES = {
+    # The same arithmetic as the source: every decided image agrees, scores within rounding.
+    "float32": Mode("FLOAT", Tolerance(0.0, max_abs_diff=1e-4), needs_calibration=False),
+    # Weights stored as float16, computed in float32: rounding of the weights only.
+    "float16": Mode("FLOAT", Tolerance(0.01, max_abs_diff=0.05), needs_calibration=False),
+    # int8 weights, activations quantized on the fly; no calibration data.
+    "dynamic_range": Mode("FLOAT", Tolerance(0.02, max_abs_diff=None), needs_calibration=False),
+    # Full-integer: output steps of 1/256; on 360 held-out digits 2 images flipped.
+    "uint8": Mode("QUANTIZED_UINT8", Tolerance(0.02, max_abs_diff=None), True, io_type="uint8"),
+    "int8": Mode("QUANTIZED_INT8", Tolerance(0.02, max_abs_diff=None), True, io_type="int8"),
+}
 
 
 def gradient_image(height: int, width: int) -> np.ndarray:
@@ -68,13 +85,18 @@ def convert_to_tflite(source, quantization: str, calibration_count: int) -> byte
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [single_image.get_concrete_function()], loaded
     )
-    if quantization == "uint8":
-        inputs = representative_inputs(source, calibration_count)
+    mode = MODES[quantization]
+    if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode.needs_calibration:
+        inputs = representative_inputs(source, calibration_count)
         converter.representative_dataset = lambda: ([x[None]] for x in inputs)
+    if mode.io_type is not None:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
+        converter.inference_input_type = getattr(tf, mode.io_type)
+        converter.inference_output_type = getattr(tf, mode.io_type)
     return converter.convert()
 
 
@@ -91,7 +113,7 @@ def metadata_json(model: TFLiteModel, quantization: str) -> dict:
         }
 
     return {
-        "inferenceType": INFERENCE_TYPE[quantization],
+        "inferenceType": MODES[quantization].inference_type,
         "inputShape": [int(d) for d in model.input["shape"]],
         "inputTensor": model.input["name"],
         "outputTensorRepresentation": ["scores"],
@@ -119,6 +141,6 @@ class TFLiteConverter(Converter):
         model = TFLiteModel(workdir / MODEL_FILE)
         scores = model.predict(reference.inputs)
         return compare(
-            "ai_edge_litert", reference, scores, TOLERANCES[quantization],
+            "ai_edge_litert", reference, scores, MODES[quantization].tolerance,
             what=f"{MODEL_FILE} ({quantization})",
         )

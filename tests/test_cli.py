@@ -41,7 +41,7 @@ def test_export_with_file_uri_and_summary_table(canary_model, tmp_path):
 @pytest.mark.parametrize(
     "args,code,exit_code,text",
     [
-        (["--param", "quantization=int4"], "INVALID_ARGUMENT", 2, "allowed values: uint8, float32"),
+        (["--param", "quantization=int4"], "INVALID_ARGUMENT", 2, "allowed values: uint8, int8, float16, dynamic_range, float32"),
         (["--param", "quantization"], "INVALID_ARGUMENT", 2, "expected KEY=VALUE"),
         (["--param", "colour=red"], "INVALID_ARGUMENT", 2, "allowed keys: quantization, calibration_count"),
         (["--format", "onnx"], "INVALID_ARGUMENT", 2, "'onnx' is not a model format"),
@@ -107,7 +107,7 @@ def test_formats_table(tmp_path):
     assert set(rows) == {"tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "docker"}
     assert rows["tflite"]["available"] and not rows["core_ml"]["available"]
     assert rows["docker"]["destination"] == "gcrDestination"
-    assert {"name": "quantization", "default": "uint8", "allowed": "uint8, float32"}.items() <= rows["tflite"]["params"][0].items()
+    assert {"name": "quantization", "default": "uint8", "allowed": "uint8, int8, float16, dynamic_range, float32"}.items() <= rows["tflite"]["params"][0].items()
     table = run_cli("formats")
     assert table.returncode == 0 and "not available yet" in table.stdout
 

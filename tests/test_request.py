@@ -148,7 +148,7 @@ def test_param_strings_are_limited_to_25000_characters():
 def test_unknown_param_key_and_value_name_what_is_allowed():
     found = violations(gcs(params={"colour": "red", "quantization": "int4", "calibration_count": "0"}))
     assert "allowed keys: quantization, calibration_count" in found["outputConfig.params.colour"]
-    assert "allowed values: uint8, float32" in found["outputConfig.params.quantization"]
+    assert "allowed values: uint8, int8, float16, dynamic_range, float32" in found["outputConfig.params.quantization"]
     assert "integer from 1 to 10000" in found["outputConfig.params.calibration_count"]
 
 

@@ -1,4 +1,5 @@
 """Real TFLite exports of the sample models, verified, and their artifacts run independently."""
+import dataclasses
 import hashlib
 import json
 import re
@@ -30,7 +31,7 @@ def exports(tmp_path_factory, digits_model, canary_model):
     """Every (model, quantization) exported once into its own destination."""
     made = {}
     for name, model in (("digits", digits_model), ("canary", canary_model)):
-        for quantization in ("uint8", "float32"):
+        for quantization in MODES:
             destination = tmp_path_factory.mktemp(f"{name}-{quantization}")
             stages = []
             result = export_model(
@@ -40,7 +41,14 @@ def exports(tmp_path_factory, digits_model, canary_model):
     return made
 
 
-CASES = [("digits", "uint8"), ("digits", "float32"), ("canary", "uint8"), ("canary", "float32")]
+MODES = ("uint8", "int8", "float16", "dynamic_range", "float32")
+CASES = [(model, mode) for model in ("digits", "canary") for mode in MODES]
+
+
+def test_every_quantization_value_has_a_mode():
+    from converters.formats import format_row
+
+    assert set(format_row("tflite").param("quantization").allowed) == set(tflite.MODES) == set(MODES)
 
 
 @pytest.mark.parametrize("case", CASES, ids="-".join)
@@ -114,11 +122,38 @@ def test_uint8_artifact_takes_raw_pixels_for_a_0_255_model(exports):
     assert labels == list(read_model(exports["digits", "uint8"][1].report["model"]["path"]).labels)
 
 
+def tensor_types(folder: Path) -> set:
+    return {t["dtype"] for t in interpreter(folder).get_tensor_details()}
+
+
 def test_float32_artifact_is_float(exports):
     folder = Path(exports["digits", "float32"][1].output_dir)
     (inp,) = interpreter(folder).get_input_details()
     assert inp["dtype"] == np.float32
     assert json.loads((folder / "tflite_metadata.json").read_text())["inferenceType"] == "FLOAT"
+    assert np.int8 not in tensor_types(folder) and np.float16 not in tensor_types(folder)
+
+
+def test_int8_artifact_takes_shifted_pixels(exports):
+    folder = Path(exports["digits", "int8"][1].output_dir)
+    model = interpreter(folder)
+    (inp,), (out,) = model.get_input_details(), model.get_output_details()
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    assert inp["quantization"] == (1.0, -128)
+    assert json.loads((folder / "tflite_metadata.json").read_text())["inferenceType"] == "QUANTIZED_INT8"
+
+
+def test_float16_and_dynamic_range_keep_float_input_with_smaller_weights(exports):
+    sizes = {}
+    for mode in ("float32", "float16", "dynamic_range"):
+        folder = Path(exports["digits", mode][1].output_dir)
+        (inp,) = interpreter(folder).get_input_details()
+        assert inp["dtype"] == np.float32
+        sizes[mode] = (folder / "model.tflite").stat().st_size
+    assert np.float16 in tensor_types(Path(exports["digits", "float16"][1].output_dir))
+    assert np.int8 in tensor_types(Path(exports["digits", "dynamic_range"][1].output_dir))
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    assert sizes["dynamic_range"] < 0.35 * sizes["float32"]
 
 
 def classify_files(folder: Path, images: list[Path], size: int, channels=(0, 1, 2)) -> list[str]:
@@ -151,7 +186,7 @@ def test_verification_catches_a_channel_swap(exports, canary_model):
     model = tflite.TFLiteModel(Path(exports["canary", "float32"][1].output_dir) / "model.tflite")
     swapped = model.predict(reference.inputs[..., ::-1])
     with pytest.raises(ExportError) as raised:
-        compare("ai_edge_litert", reference, swapped, tflite.TOLERANCES["float32"], "swapped")
+        compare("ai_edge_litert", reference, swapped, tflite.MODES["float32"].tolerance, "swapped")
     assert raised.value.code is Code.FAILED_PRECONDITION
     assert re.search(r"top-1 differs from the source on \d+ of \d+ decided images \(allowed 0\)",
                      raised.value.message)
@@ -159,7 +194,7 @@ def test_verification_catches_a_channel_swap(exports, canary_model):
 
 def test_export_outside_tolerance_fails_and_leaves_nothing(canary_model, tmp_path, monkeypatch):
     strict = Tolerance(max_disagreement_fraction=0.0, max_abs_diff=1e-9)
-    monkeypatch.setitem(tflite.TOLERANCES, "uint8", strict)
+    monkeypatch.setitem(tflite.MODES, "uint8", dataclasses.replace(tflite.MODES["uint8"], tolerance=strict))
     with pytest.raises(ExportError) as raised:
         export_model(canary_model, config(tmp_path, "uint8"))
     assert raised.value.code is Code.FAILED_PRECONDITION
