@@ -37,8 +37,11 @@ class Converter(abc.ABC):
     @abc.abstractmethod
     def verify(
         self, source: "ModelSource", workdir: Path, params: dict[str, str], reference: "Reference"
-    ) -> "Verification":
-        """Run the artifact in `workdir` on the reference images and compare with the source."""
+    ) -> dict[str, "Verification"]:
+        """Run the artifact in `workdir` on the reference images and compare with the source.
+
+        Returns the checks by name; ``verification`` is the one every format has.
+        """
 
 
 class NotAvailableYet(Converter):

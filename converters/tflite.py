@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, register
+from converters.tflite_metadata import embed_metadata
 from converters.tflite_runtime import TFLiteModel
 from converters.verification import Tolerance, compare
 from exporter.images import load_image_set, normalize
 from exporter.model_source import SERVING_KEY
+from exporter.report import engine_version
 
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "dict.txt"
@@ -127,6 +129,11 @@ class TFLiteConverter(Converter):
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
         quantization = params["quantization"]
         flatbuffer = convert_to_tflite(source, quantization, int(params["calibration_count"]))
+        flatbuffer = embed_metadata(
+            flatbuffer, source,
+            description=f"{source.display_name}: image classifier, {quantization} TFLite export",
+            version=engine_version(),
+        )
         model_path = workdir / MODEL_FILE
         model_path.write_bytes(flatbuffer)
         labels_path = workdir / LABELS_FILE
@@ -140,7 +147,9 @@ class TFLiteConverter(Converter):
         quantization = params["quantization"]
         model = TFLiteModel(workdir / MODEL_FILE)
         scores = model.predict(reference.inputs)
-        return compare(
-            "ai_edge_litert", reference, scores, MODES[quantization].tolerance,
-            what=f"{MODEL_FILE} ({quantization})",
-        )
+        return {
+            "verification": compare(
+                "ai_edge_litert", reference, scores, MODES[quantization].tolerance,
+                what=f"{MODEL_FILE} ({quantization})",
+            )
+        }

@@ -34,7 +34,7 @@ def artifact_files(root: Path) -> list[dict]:
     return [file_entry(p, root) for p in sorted(root.rglob("*")) if p.is_file() and p.name != REPORT_FILE]
 
 
-def build_report(*, request, source, workdir: Path, verification, timings: dict, created: str) -> dict:
+def build_report(*, request, source, workdir: Path, checks: dict, timings: dict, created: str) -> dict:
     return {
         "engine": {"name": "automl-export-engine", "version": engine_version()},
         "createTime": created,
@@ -42,7 +42,7 @@ def build_report(*, request, source, workdir: Path, verification, timings: dict,
         "params": request.params,
         "model": source.describe(),
         "artifacts": artifact_files(workdir),
-        "checks": {"verification": verification.as_dict()},
+        "checks": {name: check.as_dict() for name, check in checks.items()},
         "timingsSeconds": timings,
         "versions": {
             "python": platform.python_version(),

@@ -114,10 +114,10 @@ def export_model(
             converter.convert(source, staging, request.params)
         with clock.stage("verify"):
             reference = make_reference(source)
-            verification = converter.verify(source, staging, request.params, reference)
+            checks = converter.verify(source, staging, request.params, reference)
         with clock.stage("publish"):
             report = build_report(
-                request=request, source=source, workdir=staging, verification=verification,
+                request=request, source=source, workdir=staging, checks=checks,
                 timings=dict(clock.seconds), created=rfc3339_millis(started),
             )
             write_report(report, staging)

@@ -73,3 +73,32 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def exports_in(folder: Path) -> list[Path]:
     """Every entry the engine may have left in a destination, hidden staging folders included."""
     return sorted(folder.iterdir()) if folder.exists() else []
+
+
+TFLITE_MODES = ("uint8", "int8", "float16", "dynamic_range", "float32")
+
+
+def tflite_config(destination: Path, quantization: str) -> dict:
+    return {
+        "modelFormat": "tflite",
+        "gcsDestination": {"outputUriPrefix": str(destination)},
+        "params": {"quantization": quantization},
+    }
+
+
+@pytest.fixture(scope="session")
+def tflite_exports(tmp_path_factory, digits_model, canary_model):
+    """Every (model, quantization) exported once: (destination, ExportResult, stage events)."""
+    from exporter.run import export_model
+
+    made = {}
+    for name, model in (("digits", digits_model), ("canary", canary_model)):
+        for quantization in TFLITE_MODES:
+            destination = tmp_path_factory.mktemp(f"{name}-{quantization}")
+            stages = []
+            result = export_model(
+                model, tflite_config(destination, quantization),
+                progress=lambda s, e: stages.append((s, e)),
+            )
+            made[name, quantization] = (destination, result, stages)
+    return made

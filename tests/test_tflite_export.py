@@ -14,35 +14,17 @@ from exporter.errors import Code, ExportError
 from exporter.images import list_images, load_pixels
 from exporter.model_source import read_model
 from exporter.run import STAGES, export_model
+from conftest import TFLITE_MODES as MODES, tflite_config as config
 
 FOLDER_NAME = r"model-export-{}-\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z"
 
 
-def config(destination: Path, quantization: str) -> dict:
-    return {
-        "modelFormat": "tflite",
-        "gcsDestination": {"outputUriPrefix": str(destination)},
-        "params": {"quantization": quantization},
-    }
+CASES = [(model, mode) for model in ("digits", "canary") for mode in MODES]
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, digits_model, canary_model):
-    """Every (model, quantization) exported once into its own destination."""
-    made = {}
-    for name, model in (("digits", digits_model), ("canary", canary_model)):
-        for quantization in MODES:
-            destination = tmp_path_factory.mktemp(f"{name}-{quantization}")
-            stages = []
-            result = export_model(
-                model, config(destination, quantization), progress=lambda s, e: stages.append((s, e))
-            )
-            made[name, quantization] = (destination, result, stages)
-    return made
-
-
-MODES = ("uint8", "int8", "float16", "dynamic_range", "float32")
-CASES = [(model, mode) for model in ("digits", "canary") for mode in MODES]
+def exports(tflite_exports):
+    return tflite_exports
 
 
 def test_every_quantization_value_has_a_mode():

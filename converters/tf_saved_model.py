@@ -1,0 +1,111 @@
+"""modelFormat ``tf_saved_model``: the serving SavedModel of AutoML's exports and containers.
+
+``serving_default`` takes ``image_bytes`` (encoded JPEG, PNG, GIF or BMP, string [N]) and ``key``
+(string [N]) and returns ``scores`` [N, C], ``labels`` (string, the labels tiled to [N, C], since
+TF Serving's row format needs every output to share dimension 0) and ``key`` [N]. Decoding to RGB,
+resizing (bilinear, antialiased, as Pillow does) and the model's normalization happen inside the
+graph, so a client sends the file as it is.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from converters.base import Converter, register
+from converters.verification import Reference, Tolerance, compare
+from exporter.model_source import SERVING_KEY
+
+# The model part is the same arithmetic: fed lossless images at the input size, it must match.
+EXACT = Tolerance(0.0, max_abs_diff=1e-4)
+# From the original files, TensorFlow's decoders and resize differ a little from Pillow's.
+END_TO_END = Tolerance(0.02, max_abs_diff=None)
+
+
+def build_serving_model(source, folder: Path) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(source.saved_model_dir))
+    classify = loaded.signatures[SERVING_KEY]
+    height, width = source.height, source.width
+    mean = tf.constant(source.mean, tf.float32)
+    std = tf.constant(source.std, tf.float32)
+    labels = tf.constant(list(source.labels))
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), [height, width], antialias=True)
+        return tf.ensure_shape(image, [height, width, 3])
+
+    class Serving(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = loaded  # tracked, so its variables are saved with the module
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="image_bytes"),
+                tf.TensorSpec([None], tf.string, name="key"),
+            ]
+        )
+        def serve(self, image_bytes, key):
+            images = tf.map_fn(
+                decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32)
+            )
+            # Pillow rounds resized pixels to uint8; so does the graph, for the same inputs.
+            images = tf.clip_by_value(tf.round(images), 0.0, 255.0)
+            scores = classify(**{source.input_key: (images - mean) / std})[source.output_key]
+            rows = tf.shape(scores)[0]
+            return {
+                "scores": scores,
+                "labels": tf.tile(labels[None, :], [rows, 1]),
+                "key": tf.identity(key),
+            }
+
+    module = Serving()
+    tf.saved_model.save(module, str(folder), signatures={SERVING_KEY: module.serve})
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def serving_scores(folder: Path, encoded: list[bytes], batch: int = 32) -> np.ndarray:
+    """The exported signature's scores for encoded images, in TensorFlow."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(folder)).signatures[SERVING_KEY]
+    scores = []
+    for start in range(0, len(encoded), batch):
+        chunk = encoded[start:start + batch]
+        keys = [str(i).encode() for i in range(start, start + len(chunk))]
+        result = serve(image_bytes=tf.constant(chunk), key=tf.constant(keys))
+        if [k.decode() for k in result["key"].numpy()] != [k.decode() for k in keys]:
+            raise AssertionError("the serving model did not return the keys it was given")
+        scores.append(result["scores"].numpy())
+    return np.concatenate(scores)
+
+
+@register("tf_saved_model")
+class ServingSavedModelConverter(Converter):
+    def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
+        build_serving_model(source, workdir)
+        return sorted(p for p in workdir.rglob("*") if p.is_file())
+
+    def verify(self, source, workdir: Path, params: dict[str, str], reference: Reference):
+        exact = serving_scores(workdir, [png_bytes(p) for p in reference.images.pixels])
+        from_files = serving_scores(workdir, [path.read_bytes() for path in reference.images.paths])
+        return {
+            "verification": compare(
+                "tensorflow", reference, exact, EXACT, what="serving SavedModel on PNG at input size"
+            ),
+            "endToEnd": compare(
+                "tensorflow", reference, from_files, END_TO_END,
+                what="serving SavedModel on the original image files",
+            ),
+        }

@@ -1,0 +1,111 @@
+"""TFLite metadata embedded in ``model.tflite``: labels, normalization and tensor descriptions.
+
+Written with the flatbuffers bindings of the TFLite metadata schema that ship in the mediapipe
+wheel (its metadata writers fail to import in this stack, and tflite-support needs protobuf < 5).
+The metadata goes into a buffer named ``TFLITE_METADATA`` of the model, and the labels file is
+appended as a zip member, as tflite-support's MetadataPopulator does, so MediaPipe Tasks finds
+``dict.txt`` inside the model with no side files.
+"""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+
+METADATA_NAME = "TFLITE_METADATA"
+LABELS_FILE = "dict.txt"
+
+
+def _metadata_bytes(source, description: str, version: str) -> bytes:
+    import flatbuffers
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
+
+    low, high = source.input_range
+    image = meta.TensorMetadataT(
+        name="image",
+        description=f"RGB image, {source.height}x{source.width}, normalized as (pixel - mean) / std",
+        content=meta.ContentT(
+            contentPropertiesType=meta.ContentProperties.ImageProperties,
+            contentProperties=meta.ImagePropertiesT(colorSpace=meta.ColorSpaceType.RGB),
+        ),
+        processUnits=[
+            meta.ProcessUnitT(
+                optionsType=meta.ProcessUnitOptions.NormalizationOptions,
+                options=meta.NormalizationOptionsT(mean=list(source.mean), std=list(source.std)),
+            )
+        ],
+        stats=meta.StatsT(max=[high], min=[low]),
+    )
+    scores = meta.TensorMetadataT(
+        name="probability",
+        description=f"Probabilities of the {len(source.labels)} labels in {LABELS_FILE}",
+        content=meta.ContentT(
+            contentPropertiesType=meta.ContentProperties.FeatureProperties,
+            contentProperties=meta.FeaturePropertiesT(),
+        ),
+        stats=meta.StatsT(max=[1.0], min=[0.0]),
+        associatedFiles=[
+            meta.AssociatedFileT(
+                name=LABELS_FILE,
+                description="Labels for the categories the model can recognize",
+                type=meta.AssociatedFileType.TENSOR_AXIS_LABELS,
+            )
+        ],
+    )
+    model = meta.ModelMetadataT(
+        name=source.display_name,
+        description=description,
+        version=version,
+        author="automl-export-engine",
+        subgraphMetadata=[
+            meta.SubGraphMetadataT(inputTensorMetadata=[image], outputTensorMetadata=[scores])
+        ],
+        minParserVersion="1.0.0",
+    )
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), b"M001")  # the metadata schema's file identifier
+    return bytes(builder.Output())
+
+
+def embed_metadata(model_bytes: bytes, source, description: str, version: str) -> bytes:
+    """`model_bytes` with the metadata buffer added and dict.txt appended as a zip member."""
+    import flatbuffers
+    from mediapipe.tasks.metadata import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    model.buffers.append(schema.BufferT(data=np.frombuffer(_metadata_bytes(source, description, version), np.uint8)))
+    entry = schema.MetadataT(name=METADATA_NAME, buffer=len(model.buffers) - 1)
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME] + [entry]
+    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder.Finish(model.Pack(builder), b"TFL3")
+    packed = io.BytesIO(bytes(builder.Output()))
+    with zipfile.ZipFile(packed, "a") as archive:
+        archive.writestr(LABELS_FILE, "\n".join(source.labels) + "\n")
+    return packed.getvalue()
+
+
+def read_metadata(model_bytes: bytes) -> dict | None:
+    """The embedded metadata as a small dict (name, normalization, labels), or None."""
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
+    from mediapipe.tasks.metadata import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name().decode() != METADATA_NAME:
+            continue
+        raw = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+        found = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAsModelMetadata(raw, 0))
+        (subgraph,) = found.subgraphMetadata
+        normalization = subgraph.inputTensorMetadata[0].processUnits[0].options
+        labels = None
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+            labels = archive.read(LABELS_FILE).decode().split()
+        return {
+            "name": found.name.decode() if isinstance(found.name, bytes) else found.name,
+            "mean": list(map(float, normalization.mean)),
+            "std": list(map(float, normalization.std)),
+            "labels": labels,
+        }
+    return None
