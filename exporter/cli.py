@@ -107,6 +107,47 @@ def export(
 
 
 @app.command()
+def verify(
+    export_dir: Annotated[Path, typer.Argument(help="an export folder (model-export-...)")],
+    model: Annotated[Path, typer.Option(help="the source model folder")],
+    images: Annotated[Optional[Path], typer.Option(help="held-out images, when the model folder has none")] = None,
+    input_size: Annotated[Optional[str], typer.Option(help="HxW, when the signature leaves it unknown")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the checks as JSON")] = False,
+) -> None:
+    """Run an existing export's verification again against its source model."""
+    from exporter.run import verify_export
+    from exporter.terminal import print_checks
+
+    size = _input_size(input_size)
+    with native_logs_captured():
+        checks = verify_export(export_dir, model, images=images, input_size=size)
+    if as_json:
+        print(json.dumps(checks, indent=2))
+    else:
+        print_checks(str(export_dir), checks)
+
+
+@app.command()
+def predict(
+    artifact: Annotated[Path, typer.Argument(help="model.tflite, an export folder, or a serving SavedModel")],
+    image: Annotated[list[Path], typer.Argument(help="image files (JPEG, PNG, ...)")],
+    top_k: Annotated[int, typer.Option(min=1, help="how many labels to show per image")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="print the predictions as JSON")] = False,
+) -> None:
+    """Classify images with an exported artifact (top-k labels and scores)."""
+    from exporter.predict import predict as run_predict
+    from exporter.terminal import print_predictions
+
+    with native_logs_captured():
+        predictions = run_predict(artifact, image, top_k=top_k)
+    if as_json:
+        print(json.dumps([{"image": p.image, "top": [{"label": l, "score": s} for l, s in p.top]}
+                          for p in predictions], indent=2))
+    else:
+        print_predictions(predictions)
+
+
+@app.command()
 def formats(
     as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="print the table as the README's Markdown")] = False,

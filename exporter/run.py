@@ -26,7 +26,7 @@ from exporter.destinations import (
 )
 from exporter.errors import Code, ExportError
 from exporter.model_source import ModelSource, read_model
-from exporter.report import build_report, write_report
+from exporter.report import REPORT_FILE, build_report, write_report
 from exporter.request import ExportRequest, parse_output_config
 
 STAGES = ("load", "convert", "verify", "publish")
@@ -126,3 +126,34 @@ def export_model(
         destination.discard(staging)  # gone already when published
     # The report (written before publishing) times load, convert and verify; the result adds publish.
     return ExportResult(output_dir=output_dir, report=report, seconds=dict(clock.seconds))
+
+
+def verify_export(
+    export_dir: str | Path,
+    model: str | Path,
+    *,
+    images: str | Path | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> dict:
+    """Run an existing export's verification again against its source model folder.
+
+    The format and params come from the export's ``export_report.json``. Returns the checks
+    (as in the report); raises ExportError when the artifact is outside its tolerance.
+    """
+    import json
+
+    folder = Path(export_dir)
+    report_path = folder / REPORT_FILE
+    if not report_path.is_file():
+        raise ExportError(
+            Code.NOT_FOUND, f"{str(folder)!r} holds no {REPORT_FILE}: not an export of this engine"
+        )
+    try:
+        report = json.loads(report_path.read_text())
+        model_format, params = report["modelFormat"], report["params"]
+        converter = REGISTRY[model_format]
+    except (ValueError, KeyError) as error:
+        raise ExportError(Code.INVALID_ARGUMENT, f"{report_path} is not readable: {error}") from None
+    source = read_model(model, images=images, input_size=input_size)
+    checks = converter.verify(source, folder, params, make_reference(source))
+    return {name: check.as_dict() for name, check in checks.items()}

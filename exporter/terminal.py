@@ -73,28 +73,54 @@ class StageProgress:
                 self.bar.update(self.task, description="done")
 
 
+def _add_check_rows(table: Table, checks: dict) -> None:
+    for name, check in checks.items():
+        prefix = "" if name == "verification" else f"{name} "
+        table.add_row(
+            f"{prefix}agreement",
+            f"{check['agreeing']}/{check['decided']} decided images agree with the source "
+            f"({check['runtime']}; {check['images'] - check['decided']} near-ties left out)",
+        )
+        if check["artifact_accuracy"] is not None:
+            table.add_row(
+                f"{prefix}accuracy",
+                f"{check['artifact_accuracy']:.2%} (source {check['source_accuracy']:.2%}) "
+                f"on {check['images']} held-out images",
+            )
+        table.add_row(f"{prefix}max abs diff", f"{check['max_abs_diff']:.3g}")
+
+
+def _two_columns(title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("")
+    return table
+
+
 def print_summary(result: ExportResult) -> None:
     report = result.report
-    check = report["checks"]["verification"]
-    table = Table(title=f"{report['modelFormat']} export of {report['model']['displayName']}")
-    table.add_column("")
-    table.add_column("")
+    table = _two_columns(f"{report['modelFormat']} export of {report['model']['displayName']}")
     table.add_row("folder", result.output_dir)
     table.add_row("params", ", ".join(f"{k}={v}" for k, v in report["params"].items()) or "-")
     for entry in report["artifacts"]:
         table.add_row(entry["path"], f"{entry['bytes'] / 1e6:.3f} MB")
-    table.add_row(
-        "agreement",
-        f"{check['agreeing']}/{check['decided']} decided images agree with the source "
-        f"({check['runtime']}; {check['images'] - check['decided']} near-ties left out)",
-    )
-    if check["artifact_accuracy"] is not None:
-        table.add_row(
-            "accuracy",
-            f"{check['artifact_accuracy']:.2%} (source {check['source_accuracy']:.2%}) on {check['images']} held-out images",
-        )
-    table.add_row("max abs diff", f"{check['max_abs_diff']:.3g}")
+    _add_check_rows(table, report["checks"])
     table.add_row("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
+    STDOUT.print(table)
+
+
+def print_checks(export_dir: str, checks: dict) -> None:
+    table = _two_columns(f"verification of {export_dir}")
+    _add_check_rows(table, checks)
+    STDOUT.print(table)
+
+
+def print_predictions(predictions) -> None:
+    table = Table(title="predictions")
+    table.add_column("image")
+    table.add_column("top labels (score)")
+    for prediction in predictions:
+        table.add_row(prediction.image, ", ".join(f"{label} ({score:.3f})" for label, score in prediction.top))
     STDOUT.print(table)
 
 

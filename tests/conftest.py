@@ -102,3 +102,18 @@ def tflite_exports(tmp_path_factory, digits_model, canary_model):
             )
             made[name, quantization] = (destination, result, stages)
     return made
+
+
+@pytest.fixture(scope="session")
+def serving_exports(tmp_path_factory, digits_model, canary_model):
+    """The tf_saved_model export of each sample model: (export folder, report)."""
+    from exporter.run import export_model
+
+    made = {}
+    for name, model in (("digits", digits_model), ("canary", canary_model)):
+        destination = tmp_path_factory.mktemp(f"serving-{name}")
+        result = export_model(
+            model, {"modelFormat": "tf_saved_model", "gcsDestination": {"outputUriPrefix": str(destination)}}
+        )
+        made[name] = Path(result.output_dir), result.report
+    return made

@@ -14,21 +14,8 @@ import pytest
 from converters.serving_rest import RestError, predict_rows
 from exporter.images import list_images
 from exporter.saved_model_proto import read_signatures
-from exporter.run import export_model
 
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
-
-
-@pytest.fixture(scope="module")
-def serving_exports(tmp_path_factory, digits_model, canary_model):
-    made = {}
-    for name, model in (("digits", digits_model), ("canary", canary_model)):
-        destination = tmp_path_factory.mktemp(f"serving-{name}")
-        result = export_model(
-            model, {"modelFormat": "tf_saved_model", "gcsDestination": {"outputUriPrefix": str(destination)}}
-        )
-        made[name] = Path(result.output_dir), result.report
-    return made
 
 
 def serving_signature(folder: Path):

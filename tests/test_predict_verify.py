@@ -1,0 +1,86 @@
+"""`exporter predict` and `exporter verify` on real exports."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from converters.tflite import convert_to_tflite
+from exporter.errors import Code, ExportError
+from exporter.images import list_images
+from exporter.model_source import read_model
+from exporter.predict import predict
+from exporter.run import verify_export
+
+
+def heldout(canary_model, count=12):
+    files = list_images(canary_model / "images" / "heldout")
+    return files[:: max(1, len(files) // count)]
+
+
+@pytest.mark.parametrize("mode", ["uint8", "float32"])
+def test_predict_with_a_lone_tflite_file(tflite_exports, canary_model, tmp_path, mode):
+    alone = tmp_path / "model.tflite"
+    shutil.copy(Path(tflite_exports["canary", mode][1].output_dir) / "model.tflite", alone)
+    files = heldout(canary_model)
+    predictions = predict(alone, files, top_k=2)
+    assert [p.top[0][0] for p in predictions] == [f.parent.name for f in files]
+    for p in predictions:
+        assert len(p.top) == 2 and p.top[0][1] >= p.top[1][1]
+
+
+def test_predict_with_the_serving_saved_model(serving_exports, canary_model):
+    folder, _ = serving_exports["canary"]
+    files = heldout(canary_model)
+    assert [p.top[0][0] for p in predict(folder, files)] == [f.parent.name for f in files]
+
+
+def test_predict_refuses_a_tflite_without_metadata(canary_model, tmp_path):
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(convert_to_tflite(read_model(canary_model), "float32", 1))
+    with pytest.raises(ExportError) as raised:
+        predict(bare, heldout(canary_model, 1))
+    assert raised.value.code is Code.FAILED_PRECONDITION and "no embedded TFLite metadata" in raised.value.message
+
+
+def test_predict_names_a_missing_image(tflite_exports, tmp_path):
+    with pytest.raises(ExportError) as raised:
+        predict(tflite_exports["canary", "uint8"][1].output_dir, [tmp_path / "none.png"])
+    assert raised.value.code is Code.NOT_FOUND
+
+
+def test_verify_passes_on_a_good_export(tflite_exports, canary_model):
+    checks = verify_export(tflite_exports["canary", "uint8"][1].output_dir, canary_model)
+    assert checks["verification"]["passed"]
+    assert checks["verification"]["agreeing"] == checks["verification"]["decided"] == 300
+
+
+def test_verify_catches_an_export_that_does_not_fit_its_source(tflite_exports, canary_model, model_copy):
+    """A source that says 0..255 where the uint8 artifact was quantized for 0..1: inputs clip."""
+    folder = model_copy(canary_model)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["input"]["range"] = "0..255"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError) as raised:
+        verify_export(tflite_exports["canary", "uint8"][1].output_dir, folder)
+    assert raised.value.code is Code.FAILED_PRECONDITION
+    assert "top-1 differs from the source" in raised.value.message
+
+
+def test_verify_needs_an_export_report(canary_model, tmp_path):
+    with pytest.raises(ExportError) as raised:
+        verify_export(tmp_path, canary_model)
+    assert raised.value.code is Code.NOT_FOUND and "export_report.json" in raised.value.message
+
+
+@pytest.mark.slow
+def test_predict_and_verify_from_the_command_line(tflite_exports, canary_model):
+    export = tflite_exports["canary", "uint8"][1].output_dir
+    files = heldout(canary_model, 3)
+    result = run_cli("predict", export, *map(str, files), "--top-k", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [p["top"][0]["label"] for p in json.loads(result.stdout)] == [f.parent.name for f in files]
+    result = run_cli("verify", export, "--model", str(canary_model), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["verification"]["passed"]
