@@ -99,7 +99,11 @@ def export(
     size = _input_size(input_size)
     with native_logs_captured() as console:
         with StageProgress(console, enabled=not as_json) as progress:
-            result = export_model(model, config, images=images, input_size=size, progress=progress.update)
+            def on_stage(stage: str, event: str) -> None:
+                STOP_SIGNALS.check()
+                progress.update(stage, event)
+
+            result = export_model(model, config, images=images, input_size=size, progress=on_stage)
     if as_json:
         print(json.dumps({"outputDir": result.output_dir, "seconds": result.seconds, "report": result.report}, indent=2))
     else:
@@ -192,8 +196,39 @@ def sample_model(
     typer.echo(f"wrote {out_dir} (held-out accuracy {accuracy:.1%})")
 
 
-def _terminate(signum, frame):
-    raise ExportError(Code.CANCELLED, f"stopped by signal {signal.Signals(signum).name}")
+class Stopped(ExportError):
+    """SIGTERM arrived: unwind like Ctrl-C, so the staging folder is removed on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(Code.CANCELLED, f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT and SIGTERM stop an export cleanly, even when a library swallows the exception.
+
+    TensorFlow's converter runs Python callbacks (the representative dataset) under C++ that
+    may swallow what the handler raises; the signal is remembered, and the progress callback
+    raises it again at the next stage boundary, before anything is published.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        raise Stopped(signum)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+
+STOP_SIGNALS = StopSignals()
 
 
 def _quiet_libraries() -> None:
@@ -210,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         args.remove("--debug")
     _quiet_libraries()
-    signal.signal(signal.SIGTERM, _terminate)
+    STOP_SIGNALS.install()
     try:
         typer.main.get_command(app).main(args=args, prog_name="exporter", standalone_mode=False)
     except ExportError as error:
@@ -218,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(DEBUG.get("native_log", ""))
             traceback.print_exc()
         print(f"exporter: {error}", file=sys.stderr)
+        if isinstance(error, Stopped):
+            return 128 + error.signum  # the shell's convention for a process ended by a signal
         return 2 if error.code is Code.INVALID_ARGUMENT else 1
     except KeyboardInterrupt:
         print("exporter: CANCELLED: interrupted", file=sys.stderr)
