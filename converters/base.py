@@ -7,6 +7,7 @@ Neither knows of HTTP, jobs or buckets.
 from __future__ import annotations
 
 import abc
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -29,6 +30,14 @@ class Converter(abc.ABC):
     @property
     def name(self) -> str:
         return self.row.name
+
+    # The heavy libraries the converter imports, loaded during the export's load stage so that
+    # the convert stage times the conversion itself.
+    libraries: tuple[str, ...] = ()
+
+    def prepare(self) -> None:
+        for library in self.libraries:
+            importlib.import_module(library)
 
     @abc.abstractmethod
     def convert(self, source: "ModelSource", workdir: Path, params: dict[str, str]) -> list[Path]:

@@ -93,6 +93,8 @@ def serving_scores(folder: Path, encoded: list[bytes], batch: int = 32) -> np.nd
 
 @register("tf_saved_model")
 class ServingSavedModelConverter(Converter):
+    libraries = ("tensorflow",)
+
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
         build_serving_model(source, workdir)
         return sorted(p for p in workdir.rglob("*") if p.is_file())

@@ -126,6 +126,8 @@ def metadata_json(model: TFLiteModel, quantization: str) -> dict:
 
 @register("tflite")
 class TFLiteConverter(Converter):
+    libraries = ("tensorflow",)
+
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
         quantization = params["quantization"]
         flatbuffer = convert_to_tflite(source, quantization, int(params["calibration_count"]))

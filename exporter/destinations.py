@@ -82,17 +82,25 @@ class LocalDestination:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def local_path(prefix: str) -> Path | None:
+    """The folder a local ``outputUriPrefix`` (a path or file:///abs) names; None for gs://."""
+    if prefix.startswith("gs://"):
+        return None
+    if prefix.startswith("file://"):
+        prefix = unquote(urlparse(prefix).path)
+    return Path(prefix).expanduser().resolve()
+
+
 def open_destination(prefix: str) -> LocalDestination:
     """The destination of an ``outputUriPrefix`` already checked by the request contract."""
-    if prefix.startswith("gs://"):
+    folder = local_path(prefix)
+    if folder is None:
         raise ExportError(
             Code.UNIMPLEMENTED,
             "gs:// destinations are not available yet in this version of the engine; "
             "use a local path or file:///abs/dir",
         )
-    if prefix.startswith("file://"):
-        prefix = unquote(urlparse(prefix).path)
-    return LocalDestination(Path(prefix).expanduser().resolve())
+    return LocalDestination(folder)
 
 
 def utc_now() -> datetime:

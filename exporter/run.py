@@ -107,8 +107,9 @@ def export_model(
         source = read_model(model, images=images, input_size=input_size)
         check_exportable(source, request)
         destination = open_destination(request.destination)
+        converter.prepare()
         final_name = export_folder_name(source.display_name, started)
-        staging = destination.stage(final_name)
+    staging = destination.stage(final_name)  # after the load stage: its end may raise a stop
     try:
         with clock.stage("convert"):
             converter.convert(source, staging, request.params)

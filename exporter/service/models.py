@@ -1,0 +1,112 @@
+"""Model import: a model folder from an allow-listed root, checked and copied into the store."""
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic.alias_generators import to_camel
+
+from exporter.errors import Code, ExportError, FieldViolation
+from exporter.manifest import DISPLAY_NAME, DISPLAY_NAME_RULE
+from exporter.model_source import read_model
+from exporter.model_types import MODEL_TYPES
+from exporter.service.resources import SEGMENT
+from exporter.service.settings import ServiceSettings
+from exporter.service.store import ModelRow, Store, utc_now
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ImageClassificationModelMetadata(_Message):
+    model_type: StrictStr | None = None
+
+
+class ModelFields(_Message):
+    display_name: StrictStr | None = None
+    image_classification_model_metadata: ImageClassificationModelMetadata | None = None
+
+
+class ImportModelRequest(_Message):
+    """``POST /v1beta1/{parent}/models:import`` (an extension: AutoML trains models instead)."""
+
+    source_uri: StrictStr = Field(max_length=2000)
+    model_id: StrictStr | None = None
+    model: ModelFields | None = None
+
+
+def under_root(path: Path, roots: list[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def parse_import(body: object) -> ImportModelRequest:
+    try:
+        return ImportModelRequest.model_validate(body)
+    except ValidationError as error:
+        raise ExportError.invalid([
+            FieldViolation(".".join(map(str, e["loc"])) or "body",
+                           "unknown field" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in error.errors()
+        ]) from None
+
+
+def import_model(store: Store, settings: ServiceSettings, parent: str, request: ImportModelRequest) -> ModelRow:
+    source = Path(request.source_uri.removeprefix("file://")).expanduser()
+    if not source.is_absolute():
+        raise ExportError.invalid([FieldViolation("sourceUri", "must be an absolute path or file:///abs/dir")])
+    source = source.resolve()
+    if not under_root(source, settings.import_roots):
+        allowed = ", ".join(map(str, settings.import_roots)) or "none configured (EXPORTER_IMPORT_ROOTS)"
+        raise ExportError(
+            Code.PERMISSION_DENIED,
+            f"sourceUri {str(source)!r} is outside the folders models may be imported from: {allowed}",
+        )
+    model_id = request.model_id or f"ICN{secrets.randbelow(10**19):019d}"
+    if not SEGMENT.match(model_id):
+        raise ExportError.invalid([FieldViolation("modelId", f"{model_id!r} is not a valid model id")])
+    name = f"{parent}/models/{model_id}"
+    if store.get_model(name) is not None:
+        raise ExportError(Code.ALREADY_EXISTS, f"model {name} already exists")
+
+    overrides = request.model or ModelFields()
+    display_name = overrides.display_name
+    if display_name is not None and not DISPLAY_NAME.match(display_name):
+        raise ExportError.invalid([FieldViolation("model.displayName", f"{display_name!r}: {DISPLAY_NAME_RULE}")])
+    metadata = overrides.image_classification_model_metadata
+    model_type = metadata.model_type if metadata else None
+    if model_type is not None and model_type not in MODEL_TYPES:
+        raise ExportError.invalid([FieldViolation(
+            "model.imageClassificationModelMetadata.modelType",
+            f"{model_type!r} is not a model type; allowed: {', '.join(MODEL_TYPES)}")])
+
+    target = settings.models_dir / model_id
+    staging = settings.models_dir / f".{model_id}.partial"
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(source, staging, symlinks=False)
+        manifest_path = staging / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        except ValueError as error:
+            raise ExportError(Code.INVALID_ARGUMENT, f"manifest.json is not valid JSON: {error}") from None
+        if display_name is not None:
+            manifest["display_name"] = display_name
+        if model_type is not None:
+            manifest["model_type"] = model_type
+        manifest.setdefault("display_name", source.name)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        checked = read_model(staging)  # the same checks as a standalone export, no TensorFlow
+        staging.rename(target)
+    except OSError as error:
+        raise ExportError(Code.INTERNAL, f"cannot copy the model into the store: {error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    now = utc_now()
+    return store.add_model(ModelRow(
+        name=name, parent=parent, display_name=checked.display_name, model_type=checked.model_type,
+        path=str(target), create_time=now, update_time=now,
+    ))

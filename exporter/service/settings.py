@@ -1,0 +1,40 @@
+"""The service's settings, from ``EXPORTER_*`` environment variables (or a .env file)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXPORTER_", env_file=".env", extra="ignore")
+
+    # Where the service keeps imported models and, by default, its SQLite database.
+    data_dir: Path = Path("service-data")
+    # SQLAlchemy URL of the operations store; default: SQLite in data_dir.
+    database_url: str | None = None
+    # A SavedModel is a program: models are imported only from under these folders.
+    import_roots: list[Path] = Field(default_factory=list)
+    # Local export destinations (plain paths and file://) must lie under these folders.
+    output_roots: list[Path] = Field(default_factory=list)
+    workers: int = Field(default=2, ge=0, le=64)
+    # A running job's lease; a worker renews it every lease_seconds / 3.
+    lease_seconds: float = Field(default=30.0, gt=1)
+    # How many times a job is started before a lost worker fails it for good.
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    poll_seconds: float = Field(default=0.2, gt=0)
+
+    @field_validator("import_roots", "output_roots")
+    @classmethod
+    def _absolute(cls, roots: list[Path]) -> list[Path]:
+        return [Path(root).expanduser().resolve() for root in roots]
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'exporter.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.data_dir / "models").resolve()

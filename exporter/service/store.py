@@ -1,0 +1,243 @@
+"""The model and operation store, through SQLAlchemy: SQLite by default, PostgreSQL for several
+machines. The table of operations is also the job queue: a worker claims a queued operation with
+one conditional UPDATE, holds it under a lease it renews, and finishes it in one UPDATE.
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, create_engine, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class State(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    parent: Mapped[str] = mapped_column(String(512), index=True)
+    display_name: Mapped[str] = mapped_column(String(64))
+    model_type: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(Text)  # the stored model folder
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OperationRow(Base):
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), unique=True)
+    parent: Mapped[str] = mapped_column(String(512), index=True)
+    model_name: Mapped[str] = mapped_column(String(512))
+    output_config: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True, default=State.QUEUED.value)
+    progress_percent: Mapped[int] = mapped_column(Integer, default=0)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    output_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # google.rpc.Status JSON
+    report: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Store:
+    """All reads and writes of models and operations; one instance per process."""
+
+    def __init__(self, url: str):
+        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+        self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    # Models -------------------------------------------------------------------------------
+    def add_model(self, row: ModelRow) -> ModelRow:
+        with self.session.begin() as session:
+            session.add(row)
+        return row
+
+    def get_model(self, name: str) -> ModelRow | None:
+        with self.session() as session:
+            return session.get(ModelRow, name)
+
+    def list_models(self, parent: str, offset: int, limit: int) -> list[ModelRow]:
+        with self.session() as session:
+            query = select(ModelRow).where(ModelRow.parent == parent).order_by(ModelRow.create_time, ModelRow.name)
+            return list(session.scalars(query.offset(offset).limit(limit)))
+
+    # Operations ---------------------------------------------------------------------------
+    def create_operation(self, parent: str, model_name: str, output_config: dict) -> OperationRow:
+        now = utc_now()
+        op_id = uuid.uuid4().hex
+        row = OperationRow(
+            id=op_id, name=f"{parent}/operations/{op_id}", parent=parent, model_name=model_name,
+            output_config=output_config, state=State.QUEUED.value, progress_percent=0,
+            create_time=now, update_time=now, attempts=0, cancel_requested=False,
+        )
+        with self.session.begin() as session:
+            session.add(row)
+        return row
+
+    def get_operation(self, name: str) -> OperationRow | None:
+        with self.session() as session:
+            return session.scalar(select(OperationRow).where(OperationRow.name == name))
+
+    def list_operations(self, parent: str, done: bool | None, offset: int, limit: int) -> list[OperationRow]:
+        with self.session() as session:
+            query = select(OperationRow).where(OperationRow.parent == parent)
+            finished = [s.value for s in State if s.done]
+            if done is True:
+                query = query.where(OperationRow.state.in_(finished))
+            elif done is False:
+                query = query.where(OperationRow.state.not_in(finished))
+            query = query.order_by(OperationRow.create_time, OperationRow.id).offset(offset).limit(limit)
+            return list(session.scalars(query))
+
+    def delete_operation(self, name: str) -> bool:
+        with self.session.begin() as session:
+            row = session.scalar(select(OperationRow).where(OperationRow.name == name))
+            if row is None:
+                return False
+            session.delete(row)
+            return True
+
+    def request_cancel(self, name: str) -> OperationRow | None:
+        """Cancel a queued operation at once; ask a running one's worker to stop."""
+        with self.session.begin() as session:
+            row = session.scalar(select(OperationRow).where(OperationRow.name == name).with_for_update())
+            if row is None:
+                return None
+            if not State(row.state).done:
+                row.cancel_requested = True
+                row.update_time = utc_now()
+                if row.state == State.QUEUED.value:
+                    row.state = State.CANCELLED.value
+                    row.error = cancelled_status()
+            return row
+
+    def cancel_requested(self, op_id: str) -> bool:
+        with self.session() as session:
+            return bool(session.scalar(select(OperationRow.cancel_requested).where(OperationRow.id == op_id)))
+
+    # The queue ----------------------------------------------------------------------------
+    def claim(self, owner: str, lease_seconds: float) -> OperationRow | None:
+        """Take the oldest queued operation for `owner`, or None; safe between processes."""
+        for _ in range(5):
+            with self.session.begin() as session:
+                op_id = session.scalar(
+                    select(OperationRow.id).where(OperationRow.state == State.QUEUED.value)
+                    .order_by(OperationRow.create_time, OperationRow.id).limit(1)
+                )
+                if op_id is None:
+                    return None
+                now = utc_now()
+                taken = session.execute(
+                    update(OperationRow)
+                    .where(OperationRow.id == op_id, OperationRow.state == State.QUEUED.value)
+                    .values(state=State.RUNNING.value, lease_owner=owner, attempts=OperationRow.attempts + 1,
+                            lease_expires=now + timedelta(seconds=lease_seconds), update_time=now)
+                ).rowcount
+                if taken == 1:
+                    return session.get(OperationRow, op_id)
+        return None
+
+    def renew(self, op_id: str, owner: str, lease_seconds: float) -> None:
+        with self.session.begin() as session:
+            session.execute(
+                update(OperationRow)
+                .where(OperationRow.id == op_id, OperationRow.lease_owner == owner,
+                       OperationRow.state == State.RUNNING.value)
+                .values(lease_expires=utc_now() + timedelta(seconds=lease_seconds))
+            )
+
+    def progress(self, op_id: str, owner: str, percent: int) -> None:
+        with self.session.begin() as session:
+            session.execute(
+                update(OperationRow)
+                .where(OperationRow.id == op_id, OperationRow.lease_owner == owner,
+                       OperationRow.state == State.RUNNING.value)
+                .values(progress_percent=percent, update_time=utc_now())
+            )
+
+    def finish(self, op_id: str, owner: str, state: State, **values: Any) -> bool:
+        """End a running operation held by `owner`, in one step; False when it lost the lease."""
+        with self.session.begin() as session:
+            done = session.execute(
+                update(OperationRow)
+                .where(OperationRow.id == op_id, OperationRow.lease_owner == owner,
+                       OperationRow.state == State.RUNNING.value)
+                .values(state=state.value, update_time=utc_now(), lease_owner=None, lease_expires=None,
+                        **values)
+            ).rowcount
+        return done == 1
+
+    def release_lost(self, owner: str | None, max_attempts: int, reason: str) -> int:
+        """Running operations whose worker is gone (`owner`, or any with an expired lease):
+        queued again while attempts remain, failed with `reason` otherwise."""
+        now = utc_now()
+        with self.session.begin() as session:
+            query = select(OperationRow).where(OperationRow.state == State.RUNNING.value)
+            if owner is not None:
+                query = query.where(OperationRow.lease_owner == owner)
+            else:
+                query = query.where(OperationRow.lease_expires < now)
+            rows = list(session.scalars(query.with_for_update()))
+            for row in rows:
+                row.lease_owner, row.lease_expires, row.update_time = None, None, now
+                if row.cancel_requested:
+                    row.state, row.error = State.CANCELLED.value, cancelled_status()
+                elif row.attempts < max_attempts:
+                    row.state, row.progress_percent = State.QUEUED.value, 0
+                else:
+                    row.state = State.FAILED.value
+                    row.error = {"code": 10, "message": f"{reason}; gave up after {row.attempts} attempts",
+                                 "details": []}
+            return len(rows)
+
+    def iter_running(self) -> Iterator[OperationRow]:
+        with self.session() as session:
+            yield from session.scalars(select(OperationRow).where(OperationRow.state == State.RUNNING.value))
+
+
+def cancelled_status() -> dict:
+    return {"code": 1, "message": "the operation was cancelled", "details": []}
