@@ -1,4 +1,5 @@
 """The export service against a real server and real worker processes on loopback."""
+import json
 import os
 import signal
 import time
@@ -228,3 +229,29 @@ def test_official_client_exports_and_raises(server):
         slow.result(timeout=300)
     with pytest.raises(exceptions.NotFound):
         client.get_model(name=f"{PARENT}/models/missing")
+
+
+def test_service_command_line(server, canary_model):
+    from conftest import run_cli
+
+    def cli(*args):
+        result = run_cli(*args, "--server", server.url)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    parent = PARENT
+    imported = json.loads(cli("models", "import", str(canary_model), "--parent", parent, "--model-id", "cli_model",
+                              "--display-name", "cli_canary"))
+    assert imported["displayName"] == "cli_canary"
+    assert json.loads(cli("models", "get", f"{parent}/models/cli_model"))["name"] == f"{parent}/models/cli_model"
+    assert f"{parent}/models/cli_model" in cli("models", "list", "--parent", parent)
+    started = server.call("POST", f"{parent}/models/cli_model:export",
+                          json=export_body(server.outputs / "cli")).json()
+    finished = json.loads(cli("operations", "wait", started["name"]))
+    assert finished["done"] and "response" in finished
+    assert json.loads(cli("operations", "get", started["name"], "--report"))["model"]["displayName"] == "cli_canary"
+    assert started["name"] in cli("operations", "list", "--parent", parent, "--filter", "done=true")
+    missing = run_cli("operations", "get", f"{parent}/operations/nope", "--server", server.url)
+    assert missing.returncode == 1 and missing.stderr.startswith("exporter: NOT_FOUND: ")
+    down = run_cli("models", "list", "--server", "http://127.0.0.1:9")
+    assert down.returncode == 1 and down.stderr.startswith("exporter: UNAVAILABLE: ")
