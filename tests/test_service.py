@@ -54,6 +54,8 @@ def export_body(destination: Path, **extra) -> dict:
 def test_health_reports_workers_and_no_tensorflow(server):
     health = server.health()
     assert len(health["workers"]) == 2 and health["tensorflowLoaded"] is False
+    document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+    assert "/v1beta1/projects/{project}/locations/{location}/models/{model_verb}" in document["paths"]
 
 
 def test_models_get_and_list(server):
