@@ -73,6 +73,16 @@ class NotAvailableYet(Converter):
         raise self.error()
 
 
+def library_failure(library: str, error: Exception) -> ExportError:
+    """A conversion library's refusal of this model, as one clear FAILED_PRECONDITION line."""
+    text = " ".join(str(error).split())
+    if len(text) > 400:
+        text = text[:400] + " ..."
+    return ExportError(
+        Code.FAILED_PRECONDITION, f"{library} cannot convert this model: {type(error).__name__}: {text}"
+    )
+
+
 REGISTRY: dict[str, Converter] = {}
 
 C = TypeVar("C", bound=type[Converter])

@@ -82,6 +82,21 @@ class FormatRow:
         return {p.name: params.get(p.name, p.default) for p in self.params}
 
 
+def core_ml_combinations(params: dict[str, str]) -> list[tuple[str, str]]:
+    """What coremltools refuses: a neural network for iOS 15+, an ML program before iOS 15."""
+    target = params["minimum_deployment_target"]
+    if target == "auto":
+        return []
+    version = int(target.removeprefix("iOS"))
+    if params["model_type"] == "neuralnetwork" and version >= 15:
+        return [("minimum_deployment_target",
+                 f"{target} needs model_type mlprogram: coremltools writes neuralnetwork models for iOS13 and iOS14 only")]
+    if params["model_type"] == "mlprogram" and version < 15:
+        return [("minimum_deployment_target",
+                 f"{target} cannot run an mlprogram: use iOS15 or later, or model_type neuralnetwork")]
+    return []
+
+
 CALIBRATION_COUNT = Param(
     "calibration_count",
     "100",
@@ -125,12 +140,55 @@ FORMATS: tuple[FormatRow, ...] = (
         description="TensorFlow.js graph model",
         artifacts=("model.json", "group1-shard*of*.bin", "dict.txt"),
         destination=Destination.GCS,
+        params=(
+            Param(
+                "quantization",
+                "float32",
+                "Weight storage: float32, float16, or uint8 (affine, dequantized on load).",
+                allowed=("float32", "float16", "uint8"),
+            ),
+            Param(
+                "shard_size_bytes",
+                "4194304",
+                "Largest weight shard file, in bytes.",
+                check=integer_between(1024, 1 << 30),
+            ),
+            Param(
+                "input_contract",
+                "native",
+                "native: the model's own input; automl: AutoML's tf_js contract (a 224x224 image "
+                "scaled to [-1, 1], as @tensorflow/tfjs-automl feeds it), adapted to the model "
+                "inside the graph.",
+                allowed=("native", "automl"),
+            ),
+        ),
     ),
     FormatRow(
         name="core_ml",
         description="Core ML classifier with an image input",
-        artifacts=("model.mlmodel", "dict.txt"),
+        artifacts=("model.mlmodel or model.mlpackage", "dict.txt"),
         destination=Destination.GCS,
+        params=(
+            Param(
+                "model_type",
+                "neuralnetwork",
+                "neuralnetwork: model.mlmodel (iOS 13/14); mlprogram: model.mlpackage (iOS 15+).",
+                allowed=("neuralnetwork", "mlprogram"),
+            ),
+            Param(
+                "precision",
+                "float32",
+                "Weight precision: float32, or float16 (half the size).",
+                allowed=("float32", "float16"),
+            ),
+            Param(
+                "minimum_deployment_target",
+                "auto",
+                "auto: iOS13 for neuralnetwork, iOS15 for mlprogram; or an iOS version.",
+                allowed=("auto", "iOS13", "iOS14", "iOS15", "iOS16", "iOS17", "iOS18"),
+            ),
+        ),
+        validate=core_ml_combinations,
     ),
     FormatRow(
         name="docker",

@@ -1,5 +1,5 @@
 """The formats of the table whose pipelines are not built yet: each answers UNIMPLEMENTED."""
 from converters.base import NotAvailableYet, register
 
-for _name in ("edgetpu_tflite", "tf_js", "core_ml", "docker"):
+for _name in ("edgetpu_tflite", "docker"):
     register(_name)(type(f"NotAvailable_{_name}", (NotAvailableYet,), {}))

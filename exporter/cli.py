@@ -99,7 +99,7 @@ def export(
     config = output_config(model_format, output, _param_pairs(param))
     size = _input_size(input_size)
     with native_logs_captured() as console:
-        with StageProgress(console, enabled=not as_json) as progress:
+        with StageProgress(console, enabled=not as_json and sys.stderr.isatty()) as progress:
             def on_stage(stage: str, event: str) -> None:
                 STOP_SIGNALS.check()
                 progress.update(stage, event)
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             sys.stderr.write(DEBUG.get("native_log", ""))
             traceback.print_exc()
-        print(f"exporter: {error}", file=sys.stderr)
+        print(f"exporter: {error.code.name}: {' '.join(error.message.split())}", file=sys.stderr)
         if isinstance(error, Stopped):
             return 128 + error.signum  # the shell's convention for a process ended by a signal
         return 2 if error.code is Code.INVALID_ARGUMENT else 1

@@ -76,6 +76,9 @@ class StageProgress:
 def _add_check_rows(table: Table, checks: dict) -> None:
     for name, check in checks.items():
         prefix = "" if name == "verification" else f"{name} "
+        if "agreeing" not in check:  # a check without scores, e.g. Core ML's spec on Linux
+            table.add_row(name, ", ".join(f"{k}: {v}" for k, v in check.items() if not isinstance(v, (list, dict))))
+            continue
         table.add_row(
             f"{prefix}agreement",
             f"{check['agreeing']}/{check['decided']} decided images agree with the source "

@@ -11,6 +11,17 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   exit 1
 fi
 
+# The JavaScript runtimes tf_js exports are verified in (Node.js 20 comes with the machine).
+if ! command -v node >/dev/null; then
+  echo "setup: Node.js is required (tf_js verification); install Node.js 20" >&2
+  exit 1
+fi
+js_stamp="node_modules/.installed-$(cat package-lock.json | sha256sum | cut -c1-16)"
+if [ ! -f "$js_stamp" ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+  touch "$js_stamp"
+fi
+
 stamp=".venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$python" -m venv .venv

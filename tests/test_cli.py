@@ -105,7 +105,7 @@ def test_formats_table(tmp_path):
     assert result.returncode == 0
     rows = {row["modelFormat"]: row for row in json.loads(result.stdout)}
     assert set(rows) == {"tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "docker"}
-    assert rows["tflite"]["available"] and not rows["core_ml"]["available"]
+    assert rows["tflite"]["available"] and not rows["docker"]["available"]
     assert rows["docker"]["destination"] == "gcrDestination"
     assert {"name": "quantization", "default": "uint8", "allowed": "uint8, int8, float16, dynamic_range, float32"}.items() <= rows["tflite"]["params"][0].items()
     table = run_cli("formats")

@@ -1,0 +1,210 @@
+"""modelFormat ``core_ml``: coremltools from the SavedModel's serving_default concrete function.
+
+The input is an ``ImageType`` (RGB, the model's size) whose scale and bias apply the manifest's
+normalization: Core ML computes ``scale * pixel + bias`` with one scale for all channels, so a
+per-channel std cannot be expressed and is refused. The classifier carries the labels
+(``classLabel`` and a probabilities dictionary). Core ML cannot predict on Linux: verification
+checks the saved spec for real and loads the model back; numerical parity runs only where Core ML
+can predict (macOS).
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from converters.base import Converter, library_failure, register
+from converters.verification import Tolerance, compare
+from exporter.errors import Code, ExportError
+from exporter.model_source import SERVING_KEY
+from exporter.report import engine_version
+
+LABELS_FILE = "dict.txt"
+INPUT_NAME = "image"
+TOLERANCES = {"float32": Tolerance(0.0, max_abs_diff=1e-3), "float16": Tolerance(0.01, max_abs_diff=0.05)}
+
+
+def artifact_name(params: dict[str, str]) -> str:
+    return "model.mlpackage" if params["model_type"] == "mlprogram" else "model.mlmodel"
+
+
+def deployment_target(params: dict[str, str]) -> str:
+    target = params["minimum_deployment_target"]
+    if target == "auto":
+        return "iOS15" if params["model_type"] == "mlprogram" else "iOS13"
+    return target
+
+
+def image_scaling(source) -> tuple[float, list[float]]:
+    """Core ML's (scale, per-channel bias) for the manifest's (pixel - mean) / std."""
+    if len(set(source.std)) != 1:
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            f"Core ML's image input takes one scale for all channels; the manifest's std "
+            f"{list(source.std)} differs per channel",
+        )
+    scale = 1.0 / source.std[0]
+    return scale, [-m * scale for m in source.mean]
+
+
+def convert_to_coreml(source, params: dict[str, str]):
+    import coremltools as ct
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(source.saved_model_dir))  # must outlive the conversion
+    serve = loaded.signatures[SERVING_KEY]
+    scale, bias = image_scaling(source)
+    image = ct.ImageType(name=source.input_key, shape=(1, source.height, source.width, 3), scale=scale,
+                         bias=bias, color_layout=ct.colorlayout.RGB)
+    options = {}
+    if params["model_type"] == "mlprogram":
+        options["compute_precision"] = ct.precision.FLOAT16 if params["precision"] == "float16" else ct.precision.FLOAT32
+    try:
+        model = ct.convert(
+            [serve], source="tensorflow", inputs=[image], convert_to=params["model_type"],
+            classifier_config=ct.ClassifierConfig(list(source.labels)),
+            minimum_deployment_target=getattr(ct.target, deployment_target(params)), **options,
+        )
+    except (ValueError, NotImplementedError, TypeError, RuntimeError) as error:  # its refusals
+        raise library_failure("coremltools", error) from error
+    if params["model_type"] == "neuralnetwork" and params["precision"] == "float16":
+        from coremltools.models.neural_network import quantization_utils
+
+        model = quantization_utils.quantize_weights(model, nbits=16)
+    if source.input_key != INPUT_NAME:
+        spec = model.get_spec()
+        ct.utils.rename_feature(spec, source.input_key, INPUT_NAME)
+        model = ct.models.MLModel(spec, weights_dir=model.weights_dir, skip_model_load=True)
+    model.author = "automl-export-engine"
+    model.short_description = f"{source.display_name}: image classifier ({len(source.labels)} labels)"
+    model.version = engine_version()
+    model.user_defined_metadata["labels"] = json.dumps(list(source.labels))
+    model.user_defined_metadata["normalization"] = json.dumps({"mean": list(source.mean), "std": list(source.std)})
+    return model
+
+
+def _const_values(block, name: str) -> list[float]:
+    """The values of a MIL const op's output `name` (float32 or float16 immediate values)."""
+    for op in block.operations:
+        if op.type == "const" and op.outputs[0].name == name:
+            tensor = op.attributes["val"].immediateValue.tensor
+            if tensor.floats.values:
+                return list(tensor.floats.values)
+            raw = tensor.bytes.values
+            return list(np.frombuffer(raw, dtype=np.float16).astype(np.float32))
+    return []
+
+
+def _image_preprocessing(spec) -> tuple[float | None, list[float]]:
+    """(scale, bias) the saved model applies to its image input."""
+    if spec.WhichOneof("Type") == "neuralNetworkClassifier":
+        for step in spec.neuralNetworkClassifier.preprocessing:
+            if step.featureName == INPUT_NAME and step.WhichOneof("preprocessor") == "scaler":
+                s = step.scaler
+                return s.channelScale or 1.0, [s.redBias, s.greenBias, s.blueBias]
+        return 1.0, [0.0, 0.0, 0.0]
+    function = spec.mlProgram.functions["main"]
+    block = function.block_specializations[function.opset]
+    # coremltools names the ImageType's own ops after the input: image__scaled__, image__biased__.
+    scale, bias = 1.0, [0.0, 0.0, 0.0]
+    for op in block.operations:
+        output = op.outputs[0].name if op.outputs else ""
+        if op.type == "mul" and output == f"{INPUT_NAME}__scaled__":
+            scale = float(_const_values(block, op.inputs["y"].arguments[0].name)[0])
+        if op.type == "add" and output == f"{INPUT_NAME}__biased__":
+            values = [float(v) for v in _const_values(block, op.inputs["y"].arguments[0].name)]
+            bias = values * 3 if len(values) == 1 else values
+    return scale, bias
+
+
+def check_spec(source, path: Path, params: dict[str, str]) -> dict:
+    """Every property of the saved model that can be checked without running it."""
+    import coremltools as ct
+
+    model = ct.models.MLModel(str(path), skip_model_load=True)  # loads back from disk
+    spec = model.get_spec()
+    problems = []
+    expected_type = "mlProgram" if params["model_type"] == "mlprogram" else "neuralNetworkClassifier"
+    if spec.WhichOneof("Type") != expected_type:
+        problems.append(f"model type {spec.WhichOneof('Type')}, expected {expected_type}")
+    inputs = {i.name: i for i in spec.description.input}
+    image = inputs.get(INPUT_NAME)
+    if image is None or image.type.WhichOneof("Type") != "imageType":
+        problems.append(f"no image input named {INPUT_NAME!r}; inputs: {sorted(inputs)}")
+    else:
+        kind = image.type.imageType
+        if (kind.height, kind.width) != (source.height, source.width):
+            problems.append(f"input size {kind.height}x{kind.width}, expected {source.height}x{source.width}")
+        if kind.colorSpace != ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB:
+            problems.append("input color space is not RGB")
+    scale, bias = _image_preprocessing(spec)
+    want_scale, want_bias = image_scaling(source)
+    if not np.allclose([scale, *bias], [want_scale, *want_bias], rtol=1e-3, atol=1e-3):
+        problems.append(f"input scale/bias {scale}/{bias}, expected {want_scale}/{want_bias}")
+    outputs = [o.name for o in spec.description.output]
+    label_name, probs_name = spec.description.predictedFeatureName, spec.description.predictedProbabilitiesName
+    if label_name != "classLabel" or label_name not in outputs or probs_name not in outputs:
+        problems.append(f"outputs {outputs} lack classLabel and a probabilities dictionary")
+    labels = json.loads(model.user_defined_metadata.get("labels", "[]"))
+    if labels != list(source.labels):
+        problems.append("the labels in the model differ from dict.txt")
+    if spec.WhichOneof("Type") == "neuralNetworkClassifier":
+        class_labels = list(spec.neuralNetworkClassifier.stringClassLabels.vector)
+        if class_labels != list(source.labels):
+            problems.append("the classifier's class labels differ from dict.txt")
+    if problems:
+        raise ExportError(Code.FAILED_PRECONDITION, f"verification of {path.name} failed: " + "; ".join(problems))
+    return {
+        "modelType": spec.WhichOneof("Type"), "specificationVersion": spec.specificationVersion,
+        "input": {"name": INPUT_NAME, "height": source.height, "width": source.width, "colorSpace": "RGB",
+                  "scale": scale, "bias": bias},
+        "outputs": outputs, "classLabel": label_name, "probabilities": probs_name,
+        "labels": labels, "precision": params["precision"],
+        "numericalParity": "not run: Core ML cannot predict on Linux" if platform.system() != "Darwin" else "run",
+    }
+
+
+@register("core_ml")
+class CoreMLConverter(Converter):
+    libraries = ("tensorflow", "coremltools")
+
+    def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
+        model = convert_to_coreml(source, params)
+        model.save(str(workdir / artifact_name(params)))
+        (workdir / LABELS_FILE).write_text("\n".join(source.labels) + "\n", encoding="utf-8")
+        return sorted(workdir.iterdir())
+
+    def verify(self, source, workdir: Path, params: dict[str, str], reference):
+        path = workdir / artifact_name(params)
+        spec = check_spec(source, path, params)
+        checks = {"spec": SpecReport(spec)}
+        if platform.system() == "Darwin":  # Core ML predicts only on Apple platforms
+            checks["verification"] = compare("coreml", reference, _predict(path, source, reference),
+                                             TOLERANCES[params["precision"]], what=path.name)
+        return checks
+
+
+class SpecReport:
+    """The spec checks, as a report entry (no scores to compare where Core ML cannot predict)."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+    def as_dict(self) -> dict:
+        return self.values
+
+
+def _predict(path: Path, source, reference) -> np.ndarray:
+    import coremltools as ct
+    from PIL import Image
+
+    model = ct.models.MLModel(str(path))
+    spec = model.get_spec()
+    probs = spec.description.predictedProbabilitiesName
+    rows = []
+    for pixels in reference.images.pixels:
+        result = model.predict({INPUT_NAME: Image.fromarray(pixels)})
+        rows.append([result[probs][label] for label in source.labels])
+    return np.asarray(rows, dtype=np.float32)
