@@ -11,6 +11,16 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   exit 1
 fi
 
+# Headless Chromium for the browser tests and benchmark: Debian's package (root installs it).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "setup: Debian's chromium is missing (sudo apt-get install chromium): the browser tests will fail" >&2
+  fi
+fi
+
 # The JavaScript runtimes tf_js exports are verified in (Node.js 20 comes with the machine).
 if ! command -v node >/dev/null; then
   echo "setup: Node.js is required (tf_js verification); install Node.js 20" >&2

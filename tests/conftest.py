@@ -117,3 +117,23 @@ def serving_exports(tmp_path_factory, digits_model, canary_model):
         )
         made[name] = Path(result.output_dir), result.report
     return made
+
+
+def tfjs_config(destination: Path, **params) -> dict:
+    return {"modelFormat": "tf_js", "gcsDestination": {"outputUriPrefix": str(destination)}, "params": params}
+
+
+@pytest.fixture(scope="session")
+def tfjs_exports(tmp_path_factory, canary_model, digits_model):
+    """tf_js exports: (model, quantization, input_contract) -> (export folder, report)."""
+    from exporter.run import export_model
+
+    made = {}
+    cases = [("canary", "float32", "native"), ("canary", "float16", "native"), ("canary", "uint8", "native"),
+             ("canary", "float32", "automl"), ("digits", "uint8", "native"), ("digits", "float32", "automl")]
+    for name, quantization, contract in cases:
+        model = {"canary": canary_model, "digits": digits_model}[name]
+        destination = tmp_path_factory.mktemp(f"tfjs-{name}-{quantization}-{contract}")
+        result = export_model(model, tfjs_config(destination, quantization=quantization, input_contract=contract))
+        made[name, quantization, contract] = Path(result.output_dir), result.report
+    return made

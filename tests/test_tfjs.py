@@ -9,24 +9,8 @@ import pytest
 from converters.node_runtime import tfjs_predict
 from exporter.errors import Code, ExportError
 from exporter.images import list_images, load_pixels
+from conftest import tfjs_config
 from exporter.run import export_model
-
-
-def tfjs_config(destination: Path, **params) -> dict:
-    return {"modelFormat": "tf_js", "gcsDestination": {"outputUriPrefix": str(destination)}, "params": params}
-
-
-@pytest.fixture(scope="module")
-def tfjs_exports(tmp_path_factory, canary_model, digits_model):
-    made = {}
-    cases = [("canary", "float32", "native"), ("canary", "float16", "native"), ("canary", "uint8", "native"),
-             ("canary", "float32", "automl"), ("digits", "uint8", "native"), ("digits", "float32", "automl")]
-    for name, quantization, contract in cases:
-        model = {"canary": canary_model, "digits": digits_model}[name]
-        destination = tmp_path_factory.mktemp(f"tfjs-{name}-{quantization}-{contract}")
-        result = export_model(model, tfjs_config(destination, quantization=quantization, input_contract=contract))
-        made[name, quantization, contract] = Path(result.output_dir), result.report
-    return made
 
 
 def test_artifacts_and_node_verification(tfjs_exports):
