@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,12 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_MODEL = REPO / ".cache" / "benchmark-models" / "digits-224"
+from harness import REPO, dir_size, engine_export, sample_model, save, timed
+
 MODES = ("float32", "float16", "dynamic_range", "uint8", "int8")
-QUIET = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TFDF_DISABLE_WELCOME_MESSAGE": "1"}
 
 GOALS = (
     ("uint8 size <= 0.30x float32", lambda r: r["uint8"]["size_ratio"] <= 0.30),
@@ -39,22 +35,6 @@ GOALS = (
     ("uint8 top-1 agreement >= 98%", lambda r: r["uint8"]["agreement"] >= 0.98),
     ("uint8 accuracy drop <= 1 point", lambda r: r["savedmodel"]["accuracy"] - r["uint8"]["accuracy"] <= 0.01),
 )
-
-
-def timed(command: list[str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=QUIET)
-    if result.returncode != 0:
-        raise SystemExit(f"benchmark: {' '.join(command[:3])} failed:\n{result.stderr[-2000:]}")
-    return time.perf_counter() - started, result.stdout
-
-
-def engine_export(model: Path, mode: str, out: Path) -> dict:
-    wall, stdout = timed([str(BIN / "exporter"), "export", "--model", str(model), "--output", str(out),
-                          "--param", f"quantization={mode}", "--json"])
-    answer = json.loads(stdout)
-    return {"wall": wall, "convert": answer["seconds"]["convert"], "dir": Path(answer["outputDir"]),
-            "verification": answer["report"]["checks"]["verification"]}
 
 
 def stock_export(saved_model: Path, calibration: Path, size: int, mode: str, out: Path) -> dict:
@@ -99,10 +79,6 @@ def _tf_latency_main(saved_model: str, threads: str, image_file: str, runs: str)
     print(median_ms(lambda: serve(**{name: image}), int(runs)))
 
 
-def dir_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def measure(model: Path, runs: int) -> dict:
     from converters.verification import make_reference
     from exporter.model_source import read_model
@@ -123,10 +99,10 @@ def measure(model: Path, runs: int) -> dict:
         }
     }
     for mode in MODES:
-        engine = engine_export(model, mode, work / "engine")
+        engine = engine_export(model, "tflite", {"quantization": mode}, work / "engine")
         stock = stock_export(source.saved_model_dir, source.calibration_dir, source.height, mode,
                              work / f"stock-{mode}.tflite")
-        check = engine["verification"]
+        check = engine["report"]["checks"]["verification"]
         tflite = engine["dir"] / "model.tflite"
         rows[mode] = {
             "artifact": f"tflite {mode}", "runtime": "ai_edge_litert", "bytes": tflite.stat().st_size,
@@ -195,19 +171,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: a 224x224 sample)")
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
-    model = args.model
-    if model is None:
-        model = DEFAULT_MODEL
-        if not (model / "manifest.json").exists():
-            print(f"training the 224x224 sample model into {model} (once) ...", file=sys.stderr)
-            timed([str(BIN / "exporter"), "sample-model", str(model), "--size", "224"])
-    result = measure(model, args.runs)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"tflite-{result['time'].replace(':', '')}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    stem.with_suffix(".md").write_text(text + "\n")
-    print(text)
+    result = measure(sample_model(args.model), args.runs)
+    save("tflite", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -119,6 +119,21 @@ def _image_preprocessing(spec) -> tuple[float | None, list[float]]:
     return scale, bias
 
 
+def weight_precision(spec) -> str:
+    """float16 or float32: how the saved model stores its convolution weights."""
+    if spec.WhichOneof("Type") == "neuralNetworkClassifier":
+        for layer in spec.neuralNetworkClassifier.layers:
+            if layer.WhichOneof("layer") == "convolution":
+                return "float16" if len(layer.convolution.weights.float16Value) else "float32"
+        return "float32"
+    from coremltools.proto import MIL_pb2
+
+    function = spec.mlProgram.functions["main"]
+    block = function.block_specializations[function.opset]
+    kinds = {op.outputs[0].type.tensorType.dataType for op in block.operations if op.type == "const"}
+    return "float16" if MIL_pb2.DataType.FLOAT16 in kinds else "float32"
+
+
 def check_spec(source, path: Path, params: dict[str, str]) -> dict:
     """Every property of the saved model that can be checked without running it."""
     import coremltools as ct
@@ -154,6 +169,9 @@ def check_spec(source, path: Path, params: dict[str, str]) -> dict:
         class_labels = list(spec.neuralNetworkClassifier.stringClassLabels.vector)
         if class_labels != list(source.labels):
             problems.append("the classifier's class labels differ from dict.txt")
+    precision = weight_precision(spec)
+    if precision != params["precision"]:
+        problems.append(f"weights stored as {precision}, expected {params['precision']}")
     if problems:
         raise ExportError(Code.FAILED_PRECONDITION, f"verification of {path.name} failed: " + "; ".join(problems))
     return {
@@ -161,7 +179,7 @@ def check_spec(source, path: Path, params: dict[str, str]) -> dict:
         "input": {"name": INPUT_NAME, "height": source.height, "width": source.width, "colorSpace": "RGB",
                   "scale": scale, "bias": bias},
         "outputs": outputs, "classLabel": label_name, "probabilities": probs_name,
-        "labels": labels, "precision": params["precision"],
+        "labels": labels, "precision": precision,
         "numericalParity": "not run: Core ML cannot predict on Linux" if platform.system() != "Darwin" else "run",
     }
 

@@ -29,6 +29,7 @@ def test_canary_exports_with_checked_spec(canary_model, tmp_path, model_type, ar
     assert spec["input"]["height"] == 32 and spec["input"]["colorSpace"] == "RGB"
     assert spec["input"]["scale"] == pytest.approx(1 / 255, rel=1e-3) and spec["input"]["bias"] == [0.0, 0.0, 0.0]
     assert spec["labels"] == ["red", "yellow", "green", "cyan", "blue", "magenta"]
+    assert spec["precision"] == precision  # read from the saved weights
     assert spec["numericalParity"] == "not run: Core ML cannot predict on Linux"
     assert "verification" not in result.report["checks"]
 

@@ -183,6 +183,9 @@ def test_sigkilled_worker_fails_only_its_job_and_is_replaced(server):
     destination = server.outputs / "killed"
     victim = server.call("POST", f"{PARENT}/models/digits:export", json=export_body(destination)).json()
     pid = worker_holding(server, victim["name"])
+    running = server.call("GET", victim["name"]).json()
+    parse_operation(running)  # the running state parses too
+    assert running["done"] is False
     bystander = server.call("POST", f"{PARENT}/models/canary:export", json=export_body(server.outputs / "bystander")).json()
     os.kill(pid, signal.SIGKILL)
     failed = server.wait(victim["name"])
@@ -257,3 +260,14 @@ def test_service_command_line(server, canary_model):
     assert missing.returncode == 1 and missing.stderr.startswith("exporter: NOT_FOUND: ")
     down = run_cli("models", "list", "--server", "http://127.0.0.1:9")
     assert down.returncode == 1 and down.stderr.startswith("exporter: UNAVAILABLE: ")
+
+
+@pytest.mark.parametrize("model_format,artifact", [("tf_js", "model.json"), ("core_ml", "model.mlmodel")])
+def test_other_formats_through_the_api(server, model_format, artifact):
+    destination = server.outputs / model_format
+    started = server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": {
+        "modelFormat": model_format, "gcsDestination": {"outputUriPrefix": f"file://{destination}"}}}).json()
+    finished = server.wait(started["name"])
+    _, metadata = parse_operation(finished)
+    assert "response" in finished, finished
+    assert (Path(metadata.export_model_details.output_info.gcs_output_directory) / artifact).exists()

@@ -5,7 +5,8 @@
 // INPUTS.bin holds N float32 images [H, W, 3] (already in the model's input range); OUT.bin
 // receives N rows of float32 scores. The model is loaded with tf.io.fromMemory from the files
 // (loadGraphModel('file://...') needs tfjs-node, which cannot be installed offline). Prints one
-// line of JSON: the backend, the output width and the milliseconds per image.
+// line of JSON: the backend, the output width and the mean milliseconds per image after 3
+// warm-up runs.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -47,6 +48,12 @@ async function main() {
   const pixels = height * width * 3;
   const rows = [];
   let width_out = 0;
+  for (let i = 0; i < Math.min(count, 3); i++) {  // warm-up: the first runs compile kernels
+    const image = tf.tensor4d(inputs.subarray(0, pixels), [1, height, width, 3]);
+    const output = model.predict(image);
+    await output.data();
+    tf.dispose([image, output]);
+  }
   const started = process.hrtime.bigint();
   for (let i = 0; i < count; i++) {
     const image = tf.tensor4d(inputs.subarray(i * pixels, (i + 1) * pixels), [1, height, width, 3]);
