@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, library_failure, register
-from converters.verification import Tolerance, compare
+from converters.verification import CheckReport, Tolerance, compare
 from exporter.errors import Code, ExportError
 from exporter.model_source import SERVING_KEY
 from exporter.report import engine_version
@@ -197,21 +197,12 @@ class CoreMLConverter(Converter):
     def verify(self, source, workdir: Path, params: dict[str, str], reference):
         path = workdir / artifact_name(params)
         spec = check_spec(source, path, params)
-        checks = {"spec": SpecReport(spec)}
+        checks = {"spec": CheckReport(spec)}
         if platform.system() == "Darwin":  # Core ML predicts only on Apple platforms
             checks["verification"] = compare("coreml", reference, _predict(path, source, reference),
                                              TOLERANCES[params["precision"]], what=path.name)
         return checks
 
-
-class SpecReport:
-    """The spec checks, as a report entry (no scores to compare where Core ML cannot predict)."""
-
-    def __init__(self, values: dict):
-        self.values = values
-
-    def as_dict(self) -> dict:
-        return self.values
 
 
 def _predict(path: Path, source, reference) -> np.ndarray:

@@ -125,8 +125,24 @@ FORMATS: tuple[FormatRow, ...] = (
     FormatRow(
         name="edgetpu_tflite",
         description="full-integer TFLite compiled for the Coral Edge TPU",
-        artifacts=("edgetpu_model.tflite", "dict.txt", "tflite_metadata.json"),
+        artifacts=("edgetpu_model.tflite", "model.tflite", "dict.txt", "tflite_metadata.json",
+                   "edgetpu_compatibility.json", "edgetpu_compiler.log"),
         destination=Destination.GCS,
+        params=(
+            Param(
+                "min_runtime_version",
+                "13",
+                "The oldest Edge TPU runtime the model must run on (edgetpu_compiler -m).",
+                allowed=("10", "11", "12", "13", "14"),
+            ),
+            Param(
+                "num_segments",
+                "1",
+                "Split the model into this many segments for pipelining on several Edge TPUs (-n).",
+                check=integer_between(1, 16),
+            ),
+            CALIBRATION_COUNT,
+        ),
         builds_on="tflite",
     ),
     FormatRow(

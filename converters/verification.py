@@ -59,6 +59,16 @@ class Verification:
         return asdict(self)
 
 
+class CheckReport:
+    """A report entry that is not a score comparison (a spec check, a compiler summary)."""
+
+    def __init__(self, values: dict):
+        self.values = values
+
+    def as_dict(self) -> dict:
+        return self.values
+
+
 def source_scores(saved_model_dir, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
     """The SavedModel's serving_default scores on `inputs`, in TensorFlow."""
     import tensorflow as tf

@@ -271,3 +271,11 @@ def test_other_formats_through_the_api(server, model_format, artifact):
     _, metadata = parse_operation(finished)
     assert "response" in finished, finished
     assert (Path(metadata.export_model_details.output_info.gcs_output_directory) / artifact).exists()
+
+
+def test_edgetpu_without_a_compiler_fails_its_operation_clearly(server):
+    started = server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": {
+        "modelFormat": "edgetpu_tflite", "gcsDestination": {"outputUriPrefix": str(server.outputs / "edgetpu")}}}).json()
+    finished = server.wait(started["name"])
+    parse_operation(finished)
+    assert finished["error"]["code"] == 9 and "no Edge TPU compiler" in finished["error"]["message"]

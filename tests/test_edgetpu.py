@@ -1,0 +1,136 @@
+"""edgetpu_tflite: full-integer quantization, the compatibility report, and the compiler's
+invocation and log parsing against a STAND-IN executable (tests/fixtures/README.md): no real Edge
+TPU compile runs in these tests."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from containers.edgetpu_compiler import parse_summary
+from converters.edgetpu_compat import compatibility_report, compile_blocker
+from converters.tflite import convert_to_tflite
+from exporter.errors import Code, ExportError
+from exporter.model_source import read_model
+from exporter.run import export_model
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+STANDIN = FIXTURES / "edgetpu_compiler_standin"
+
+
+def edgetpu_config(destination: Path, **params) -> dict:
+    return {"modelFormat": "edgetpu_tflite", "gcsDestination": {"outputUriPrefix": str(destination)}, "params": params}
+
+
+@pytest.fixture
+def standin(monkeypatch, tmp_path):
+    record = tmp_path / "standin-call.json"
+    monkeypatch.setenv("EXPORTER_EDGETPU_COMPILER", str(STANDIN))
+    monkeypatch.setenv("STANDIN_RECORD", str(record))
+    return record
+
+
+def test_sample_model_maps_entirely_with_the_known_op_versions(digits_model):
+    report = compatibility_report(convert_to_tflite(read_model(digits_model), "uint8", 20))
+    assert report["inputType"] == "UINT8" and compile_blocker(report) is None
+    assert report["mappedToEdgeTpu"] == report["operations"] and report["graphSplitsAtOp"] is None
+    assert report["opVersions"] == ["ADD v2", "CONV_2D v3", "DEPTHWISE_CONV_2D v3", "FULLY_CONNECTED v4",
+                                    "MEAN v2", "MUL v2", "QUANTIZE v1", "SOFTMAX v2"]
+    assert report["warnings"] == []
+
+
+@pytest.fixture(scope="module")
+def abs_model(tmp_path_factory, canary_model):
+    """A full-integer-convertible classifier with ABS in the middle: TFLite runs it, the TPU does not."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    class WithAbs(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = tf.Variable(rng.normal(0, 0.3, (3, 3, 3, 8)).astype(np.float32))
+            self.second = tf.Variable(rng.normal(0, 0.3, (3, 3, 8, 8)).astype(np.float32))
+            self.dense = tf.Variable(rng.normal(0, 0.3, (8, 6)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32, name="image")])
+        def serve(self, image):
+            x = tf.nn.relu(tf.nn.conv2d(image, self.first, 1, "SAME"))
+            x = tf.abs(x - 0.5)
+            x = tf.nn.relu(tf.nn.conv2d(x, self.second, 1, "SAME"))
+            return {"probabilities": tf.nn.softmax(tf.reduce_mean(x, axis=[1, 2]) @ self.dense)}
+
+    root = tmp_path_factory.mktemp("abs-model")
+    module = WithAbs()
+    tf.saved_model.save(module, str(root / "saved_model"), signatures={"serving_default": module.serve})
+    shutil.copy(canary_model / "dict.txt", root / "dict.txt")
+    shutil.copytree(canary_model / "images", root / "images")
+    (root / "manifest.json").write_text(json.dumps({"display_name": "with_abs", "input": {"range": "0..1"}}))
+    return root
+
+
+def test_an_unsupported_op_splits_the_graph(abs_model):
+    report = compatibility_report(convert_to_tflite(read_model(abs_model), "uint8", 20))
+    ops = report["ops"]
+    (split,) = [o["index"] for o in ops if o["op"] == "ABS"]
+    assert report["graphSplitsAtOp"] == split
+    assert ops[split]["reason"] == "ABS is not an operation the Edge TPU supports"
+    assert all(o["edgetpu"] for o in ops[:split])
+    assert all("after the graph splits at op" in o["reason"] for o in ops[split + 1:])
+    assert report["mappedToEdgeTpu"] == split and report["runOnCpu"] == len(ops) - split
+    assert report["warnings"] and "run on the CPU" in report["warnings"][0]
+
+
+def test_a_float_model_cannot_compile(canary_model):
+    report = compatibility_report(convert_to_tflite(read_model(canary_model), "float32", 1))
+    assert report["mappedToEdgeTpu"] == 0
+    assert "FLOAT32" in compile_blocker(report)
+
+
+def test_export_with_the_standin_compiler(canary_model, tmp_path, standin):
+    result = export_model(canary_model, edgetpu_config(tmp_path / "out"))
+    folder = Path(result.output_dir)
+    assert json.loads(standin.read_text())["argv"] == ["-s", "-o", ".", "-m", "13", "model.tflite"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "dict.txt", "edgetpu_compatibility.json", "edgetpu_compiler.log", "edgetpu_model.tflite",
+        "export_report.json", "model.tflite", "tflite_metadata.json"]
+    summary = result.report["checks"]["edgetpu"]["compiler"]
+    assert summary["compilerVersion"] == "16.0.384591198" and summary["onChipMemoryUsed"] == "604.50KiB"
+    assert summary["offChipMemoryUsed"] == "3.45MiB" and summary["totalOperations"] == 50
+    assert "Operation log" in (folder / "edgetpu_compiler.log").read_text()
+    assert result.report["checks"]["verification"]["passed"]
+    assert result.report["checks"]["edgetpu"]["compiledModelRun"] == "not run: the compiled model needs an Edge TPU"
+
+
+def test_segments_and_min_runtime_version(canary_model, tmp_path, standin):
+    result = export_model(canary_model, edgetpu_config(tmp_path, num_segments="3", min_runtime_version="12"))
+    assert json.loads(standin.read_text())["argv"] == ["-s", "-o", ".", "-m", "12", "-n", "3", "model.tflite"]
+    names = sorted(p.name for p in Path(result.output_dir).glob("edgetpu_model*"))
+    assert names == [f"edgetpu_model_segment_{i}_of_3.tflite" for i in range(3)]
+
+
+def test_a_failing_compiler_is_a_clear_error(canary_model, tmp_path, standin, monkeypatch):
+    monkeypatch.setenv("STANDIN_FAIL", "1")
+    with pytest.raises(ExportError) as raised:
+        export_model(canary_model, edgetpu_config(tmp_path / "out"))
+    assert raised.value.code is Code.FAILED_PRECONDITION
+    assert raised.value.message.startswith("edgetpu_compiler failed: ") and "could not be parsed" in raised.value.message
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_no_compiler_is_failed_precondition_with_how_to_install(canary_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("EXPORTER_EDGETPU_COMPILER", raising=False)
+    monkeypatch.setenv("EXPORTER_EDGETPU_IMAGE", "automl-export-engine/no-such-image:0")
+    with pytest.raises(ExportError) as raised:
+        export_model(canary_model, edgetpu_config(tmp_path))
+    assert raised.value.code is Code.FAILED_PRECONDITION
+    assert "no Edge TPU compiler" in raised.value.message and "apt-get install edgetpu-compiler" in raised.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_log_parsing_with_an_operator_table():
+    summary = parse_summary((FIXTURES / "edgetpu_compiler_427.txt").read_text())
+    assert summary["operationsOnEdgeTpu"] == 135 and summary["operationsOnCpu"] == 1
+    assert summary["operators"][0] == {"operator": "RESHAPE", "count": 15, "status": "Mapped to Edge TPU"}
+    assert len(summary["operators"]) == 4 and summary["onChipMemoryRemaining"] == "1.75KiB"
