@@ -91,15 +91,13 @@ def local_path(prefix: str) -> Path | None:
     return Path(prefix).expanduser().resolve()
 
 
-def open_destination(prefix: str) -> LocalDestination:
+def open_destination(prefix: str):
     """The destination of an ``outputUriPrefix`` already checked by the request contract."""
     folder = local_path(prefix)
     if folder is None:
-        raise ExportError(
-            Code.UNIMPLEMENTED,
-            "gs:// destinations are not available yet in this version of the engine; "
-            "use a local path or file:///abs/dir",
-        )
+        from exporter.gcs import GcsDestination
+
+        return GcsDestination(prefix)
     return LocalDestination(folder)
 
 

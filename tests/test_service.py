@@ -133,8 +133,6 @@ def test_malformed_bodies_and_names(server):
     error_of(server.call("GET", f"{PARENT}/operations/none"), 404, "NOT_FOUND")
     error_of(server.call("GET", f"{PARENT}/operations", params={"filter": "state=RUNNING"}), 400, "INVALID_ARGUMENT")
     error_of(server.call("GET", f"{PARENT}/models", params={"pageToken": "garbage"}), 400, "INVALID_ARGUMENT")
-    error_of(server.call("POST", f"{PARENT}/models/canary:export",
-                         json={"outputConfig": {"gcsDestination": {"outputUriPrefix": "gs://bucket/dir"}}}), 501, "UNIMPLEMENTED")
 
 
 def test_import_is_confined_to_allowed_roots(server, tmp_path):

@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from converters import REGISTRY
 from converters.formats import Destination
-from exporter.destinations import open_destination
+from exporter.destinations import local_path
 from exporter.errors import Code, ExportError, FieldViolation
 from exporter.request import parse_export_body
 from exporter.service.models import import_model, parse_import, under_root
@@ -198,8 +198,8 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
         return row
 
     def check_local_destination(prefix: str) -> None:
-        path = open_destination(prefix).folder  # UNIMPLEMENTED at once for gs:// (not built yet)
-        if not under_root(path, settings.output_roots):
+        path = local_path(prefix)
+        if path is not None and not under_root(path, settings.output_roots):
             allowed = ", ".join(map(str, settings.output_roots)) or "none configured (EXPORTER_OUTPUT_ROOTS)"
             raise ExportError.invalid([FieldViolation(
                 "outputConfig.gcsDestination.outputUriPrefix",

@@ -54,10 +54,18 @@ def parse_import(body: object) -> ImportModelRequest:
         ]) from None
 
 
-def import_model(store: Store, settings: ServiceSettings, parent: str, request: ImportModelRequest) -> ModelRow:
-    source = Path(request.source_uri.removeprefix("file://")).expanduser()
+def _check_source(uri: str, settings: ServiceSettings) -> Path | str:
+    """The allowed local folder, or gs:// URI, a model is imported from."""
+    if uri.startswith("gs://"):
+        bucket = uri.removeprefix("gs://").split("/", 1)[0]
+        if bucket not in settings.import_buckets:
+            allowed = ", ".join(settings.import_buckets) or "none configured (EXPORTER_IMPORT_BUCKETS)"
+            raise ExportError(Code.PERMISSION_DENIED,
+                              f"sourceUri {uri!r} is outside the buckets models may be imported from: {allowed}")
+        return uri
+    source = Path(uri.removeprefix("file://")).expanduser()
     if not source.is_absolute():
-        raise ExportError.invalid([FieldViolation("sourceUri", "must be an absolute path or file:///abs/dir")])
+        raise ExportError.invalid([FieldViolation("sourceUri", "must be an absolute path, file:///abs/dir or gs://bucket/dir")])
     source = source.resolve()
     if not under_root(source, settings.import_roots):
         allowed = ", ".join(map(str, settings.import_roots)) or "none configured (EXPORTER_IMPORT_ROOTS)"
@@ -65,6 +73,11 @@ def import_model(store: Store, settings: ServiceSettings, parent: str, request: 
             Code.PERMISSION_DENIED,
             f"sourceUri {str(source)!r} is outside the folders models may be imported from: {allowed}",
         )
+    return source
+
+
+def import_model(store: Store, settings: ServiceSettings, parent: str, request: ImportModelRequest) -> ModelRow:
+    source = _check_source(request.source_uri, settings)
     model_id = request.model_id or f"ICN{secrets.randbelow(10**19):019d}"
     if not SEGMENT.match(model_id):
         raise ExportError.invalid([FieldViolation("modelId", f"{model_id!r} is not a valid model id")])
@@ -87,7 +100,13 @@ def import_model(store: Store, settings: ServiceSettings, parent: str, request: 
     staging = settings.models_dir / f".{model_id}.partial"
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     try:
-        shutil.copytree(source, staging, symlinks=False)
+        if isinstance(source, str):
+            from exporter.gcs import download_prefix
+
+            staging.mkdir()
+            download_prefix(source, staging)
+        else:
+            shutil.copytree(source, staging, symlinks=False)
         manifest_path = staging / "manifest.json"
         try:
             manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -97,7 +116,7 @@ def import_model(store: Store, settings: ServiceSettings, parent: str, request: 
             manifest["display_name"] = display_name
         if model_type is not None:
             manifest["model_type"] = model_type
-        manifest.setdefault("display_name", source.name)
+        manifest.setdefault("display_name", Path(str(source).rstrip("/")).name)
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         checked = read_model(staging)  # the same checks as a standalone export, no TensorFlow
         staging.rename(target)

@@ -16,6 +16,8 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = None
     # A SavedModel is a program: models are imported only from under these folders.
     import_roots: list[Path] = Field(default_factory=list)
+    # Buckets models may be imported from (gs://BUCKET/...).
+    import_buckets: list[str] = Field(default_factory=list)
     # Local export destinations (plain paths and file://) must lie under these folders.
     output_roots: list[Path] = Field(default_factory=list)
     workers: int = Field(default=2, ge=0, le=64)
