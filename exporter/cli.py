@@ -201,7 +201,21 @@ def serve(
     from exporter.service.settings import ServiceSettings
 
     settings = ServiceSettings() if workers is None else ServiceSettings(workers=workers)
+    if settings.auth_file is None and not is_loopback(host):
+        raise ExportError(Code.FAILED_PRECONDITION,
+                          f"refusing to listen on {host} without auth: set EXPORTER_AUTH_FILE, or listen on 127.0.0.1")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @models_app.command("import")

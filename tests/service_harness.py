@@ -86,10 +86,10 @@ class Server:
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
         return httpx.request(method, f"{self.url}/v1beta1/{path}", timeout=120, **kwargs)
 
-    def wait(self, operation: str, timeout: float = 300) -> dict:
+    def wait(self, operation: str, timeout: float = 300, headers: dict | None = None) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            response = self.call("POST", f"{operation}:wait", json={"timeout": "20s"})
+            response = self.call("POST", f"{operation}:wait", json={"timeout": "20s"}, headers=headers or {})
             assert response.status_code == 200, response.text
             body = response.json()
             if body["done"] or time.monotonic() > deadline:

@@ -30,6 +30,7 @@ from converters.formats import Destination
 from exporter.destinations import local_path
 from exporter.errors import Code, ExportError, FieldViolation
 from exporter.request import parse_export_body
+from exporter.service.auth import Authorizer
 from exporter.service.models import import_model, parse_import, under_root
 from exporter.service.resources import check_segments, model_json, operation_json, parent_name, status_body
 from exporter.service.settings import ServiceSettings
@@ -39,6 +40,8 @@ log = logging.getLogger("exporter.api")
 PREFIX = "/v1beta1/projects/{project}/locations/{location}"
 MAX_PAGE = 1000
 DEFAULT_PAGE = 50
+# The principal name recorded for exports when auth is off (one shared limit).
+ANONYMOUS_SENTINEL = "anonymous"
 DONE_FILTER = re.compile(r"^\s*done\s*=\s*(true|false)\s*$")
 
 
@@ -96,6 +99,14 @@ def split_verb(segment: str) -> tuple[str, str | None]:
 def create_app(settings: ServiceSettings | None = None, start_workers: bool = True) -> FastAPI:
     settings = settings or ServiceSettings()
     store = Store(settings.store_url)
+    authorizer = Authorizer(settings.auth_file)
+
+    def caller(request: Request):
+        """The authenticated principal (None when auth is off); 401 without a valid token."""
+        return authorizer.authenticate(request.headers.get("authorization"))
+
+    def allow(principal, permission: str, resource: str) -> None:
+        authorizer.authorize(principal, permission, resource)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -147,7 +158,9 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
     # Models -------------------------------------------------------------------------------
     @app.get(PREFIX + "/models")
     async def list_models(project: str, location: str, request: Request):
+        principal = caller(request)
         parent = parent_name(project, location)
+        allow(principal, "automl.models.list", parent)
         offset, size = page(request.query_params, "models")
         rows = await run_in_threadpool(store.list_models, parent, offset, size)
         body: dict = {"model": [model_json(r) for r in rows]}
@@ -157,20 +170,28 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
 
     @app.post(PREFIX + "/models:import")
     async def import_(project: str, location: str, request: Request):
+        principal = caller(request)
         parent = parent_name(project, location)
+        allow(principal, "automl.models.create", parent)
         body = parse_import(await json_body(request, settings))
         row = await run_in_threadpool(import_model, store, settings, parent, body)
         return model_json(row)
 
     @app.get(PREFIX + "/models/{model}")
-    async def get_model(project: str, location: str, model: str):
+    async def get_model(project: str, location: str, model: str, request: Request):
+        principal = caller(request)
+        check_segments(project=project, location=location, model=model)
+        allow(principal, "automl.models.get", f"projects/{project}/locations/{location}/models/{model}")
         return model_json(find_model(project, location, model))
 
     @app.post(PREFIX + "/models/{model_verb}")
     async def model_verb(project: str, location: str, model_verb: str, request: Request):
+        principal = caller(request)
         model, verb = split_verb(model_verb)
         if verb != "export":
             raise ExportError(Code.NOT_FOUND, f"no such method: models/{model_verb}")
+        check_segments(project=project, location=location, model=model)
+        allow(principal, "automl.models.export", f"projects/{project}/locations/{location}/models/{model}")
         row = find_model(project, location, model)
         body = await json_body(request, settings)
         export = parse_export_body(body)
@@ -186,7 +207,15 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
                 f"{export.model_format!r}",
             )
         config = body.get("outputConfig", body.get("output_config"))
-        operation = await run_in_threadpool(store.create_operation, row.parent, row.name, config)
+        who = principal.name if principal else None
+        if await run_in_threadpool(store.count_unfinished, who or ANONYMOUS_SENTINEL) >= settings.max_active_exports_per_principal:
+            raise ExportError(Code.RESOURCE_EXHAUSTED,
+                              f"{who or 'this caller'} already has {settings.max_active_exports_per_principal} "
+                              "exports queued or running; wait for one to finish")
+        if await run_in_threadpool(store.count_unfinished, None, (State.QUEUED,)) >= settings.max_queue:
+            raise ExportError(Code.RESOURCE_EXHAUSTED, f"the export queue is full ({settings.max_queue} queued)")
+        operation = await run_in_threadpool(store.create_operation, row.parent, row.name, config,
+                                            who or ANONYMOUS_SENTINEL)
         return operation_json(operation)
 
     def find_model(project: str, location: str, model: str):
@@ -208,7 +237,9 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
     # Operations ---------------------------------------------------------------------------
     @app.get(PREFIX + "/operations")
     async def list_operations(project: str, location: str, request: Request):
+        principal = caller(request)
         parent = parent_name(project, location)
+        allow(principal, "automl.operations.list", parent)
         done = None
         if text := request.query_params.get("filter"):
             match = DONE_FILTER.match(text)
@@ -233,9 +264,12 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
         return row
 
     @app.get(PREFIX + "/operations/{op_verb}")
-    async def get_operation(project: str, location: str, op_verb: str):
+    async def get_operation(project: str, location: str, op_verb: str, request: Request):
+        principal = caller(request)
         op_id, verb = split_verb(op_verb)
-        row = find_operation(operation_name(project, location, op_id))
+        name = operation_name(project, location, op_id)
+        allow(principal, "automl.operations.get", name)
+        row = find_operation(name)
         if verb is None:
             return operation_json(row)
         if verb == "exportReport":
@@ -245,16 +279,20 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
         raise ExportError(Code.NOT_FOUND, f"no such method: operations/{op_verb}")
 
     @app.delete(PREFIX + "/operations/{op_id}")
-    async def delete_operation(project: str, location: str, op_id: str):
+    async def delete_operation(project: str, location: str, op_id: str, request: Request):
+        principal = caller(request)
         name = operation_name(project, location, op_id)
+        allow(principal, "automl.operations.delete", name)
         if not await run_in_threadpool(store.delete_operation, name):
             raise ExportError(Code.NOT_FOUND, f"operation {name} not found")
         return {}
 
     @app.post(PREFIX + "/operations/{op_verb}")
     async def operation_verb(project: str, location: str, op_verb: str, request: Request):
+        principal = caller(request)
         op_id, verb = split_verb(op_verb)
         name = operation_name(project, location, op_id)
+        allow(principal, "automl.operations.cancel" if verb == "cancel" else "automl.operations.get", name)
         if verb == "cancel":
             if await run_in_threadpool(store.request_cancel, name) is None:
                 raise ExportError(Code.NOT_FOUND, f"operation {name} not found")

@@ -73,6 +73,8 @@ def _check_source(uri: str, settings: ServiceSettings) -> Path | str:
             Code.PERMISSION_DENIED,
             f"sourceUri {str(source)!r} is outside the folders models may be imported from: {allowed}",
         )
+    if not source.is_dir():
+        raise ExportError(Code.NOT_FOUND, f"sourceUri {str(source)!r} is not a folder on the server")
     return source
 
 

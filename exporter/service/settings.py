@@ -26,6 +26,11 @@ class ServiceSettings(BaseSettings):
     # How many times a job is started before a lost worker fails it for good.
     max_attempts: int = Field(default=2, ge=1, le=10)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # Bearer tokens and permissions (see exporter/service/auth.py); None: no auth, loopback only.
+    auth_file: Path | None = None
+    # Queued or running exports one principal may have at once, and queued exports in all.
+    max_active_exports_per_principal: int = Field(default=8, ge=1)
+    max_queue: int = Field(default=100, ge=1)
     poll_seconds: float = Field(default=0.2, gt=0)
 
     @field_validator("import_roots", "output_roots")

@@ -79,6 +79,7 @@ class OperationRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    principal: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
 
 
 class Store:
@@ -106,17 +107,29 @@ class Store:
             return list(session.scalars(query.offset(offset).limit(limit)))
 
     # Operations ---------------------------------------------------------------------------
-    def create_operation(self, parent: str, model_name: str, output_config: dict) -> OperationRow:
+    def create_operation(self, parent: str, model_name: str, output_config: dict,
+                         principal: str | None = None) -> OperationRow:
         now = utc_now()
         op_id = uuid.uuid4().hex
         row = OperationRow(
             id=op_id, name=f"{parent}/operations/{op_id}", parent=parent, model_name=model_name,
             output_config=output_config, state=State.QUEUED.value, progress_percent=0,
-            create_time=now, update_time=now, attempts=0, cancel_requested=False,
+            create_time=now, update_time=now, attempts=0, cancel_requested=False, principal=principal,
         )
         with self.session.begin() as session:
             session.add(row)
         return row
+
+    def count_unfinished(self, principal: str | None = None, states: tuple[State, ...] = (State.QUEUED, State.RUNNING)) -> int:
+        """Operations in `states`, of one principal or of everyone."""
+        from sqlalchemy import func
+
+        with self.session() as session:
+            query = select(func.count()).select_from(OperationRow).where(
+                OperationRow.state.in_([s.value for s in states]))
+            if principal is not None:
+                query = query.where(OperationRow.principal == principal)
+            return int(session.scalar(query))
 
     def get_operation(self, name: str) -> OperationRow | None:
         with self.session() as session:
