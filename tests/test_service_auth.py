@@ -133,3 +133,18 @@ def test_serve_refuses_to_listen_beyond_loopback_without_auth():
     result = run_cli("serve", "--host", "0.0.0.0", "--port", "9")
     assert result.returncode == 1
     assert "refusing to listen on 0.0.0.0 without auth" in result.stderr
+
+
+def test_queue_length_is_limited(tmp_path, canary_model):
+    outputs = tmp_path / "exports"
+    outputs.mkdir()
+    server = Server(tmp_path, import_roots=[CACHE], output_roots=[outputs], EXPORTER_WORKERS="0",
+                    EXPORTER_MAX_QUEUE="2").start()
+    try:
+        assert server.call("POST", f"{PARENT}/models:import",
+                           json={"sourceUri": str(canary_model), "modelId": "canary"}).status_code == 200
+        body = {"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs)}}}
+        codes = [server.call("POST", f"{PARENT}/models/canary:export", json=body).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+    finally:
+        server.stop()

@@ -182,7 +182,7 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
         principal = caller(request)
         check_segments(project=project, location=location, model=model)
         allow(principal, "automl.models.get", f"projects/{project}/locations/{location}/models/{model}")
-        return model_json(find_model(project, location, model))
+        return model_json(await run_in_threadpool(find_model, project, location, model))
 
     @app.post(PREFIX + "/models/{model_verb}")
     async def model_verb(project: str, location: str, model_verb: str, request: Request):
@@ -192,7 +192,7 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
             raise ExportError(Code.NOT_FOUND, f"no such method: models/{model_verb}")
         check_segments(project=project, location=location, model=model)
         allow(principal, "automl.models.export", f"projects/{project}/locations/{location}/models/{model}")
-        row = find_model(project, location, model)
+        row = await run_in_threadpool(find_model, project, location, model)
         body = await json_body(request, settings)
         export = parse_export_body(body)
         converter = REGISTRY[export.model_format]
@@ -269,7 +269,7 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
         op_id, verb = split_verb(op_verb)
         name = operation_name(project, location, op_id)
         allow(principal, "automl.operations.get", name)
-        row = find_operation(name)
+        row = await run_in_threadpool(find_operation, name)
         if verb is None:
             return operation_json(row)
         if verb == "exportReport":
@@ -302,7 +302,7 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
             timeout = parse_duration(body.get("timeout", "60s") if isinstance(body, dict) else None)
             deadline = time.monotonic() + timeout
             while True:
-                row = find_operation(name)
+                row = await run_in_threadpool(find_operation, name)
                 if State(row.state).done or time.monotonic() >= deadline:
                     return operation_json(row)
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

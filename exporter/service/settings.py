@@ -21,6 +21,8 @@ class ServiceSettings(BaseSettings):
     # Local export destinations (plain paths and file://) must lie under these folders.
     output_roots: list[Path] = Field(default_factory=list)
     workers: int = Field(default=2, ge=0, le=64)
+    # Added to the workers' nice value, so that the API answers promptly while they convert.
+    worker_niceness: int = Field(default=10, ge=0, le=19)
     # A running job's lease; a worker renews it every lease_seconds / 3.
     lease_seconds: float = Field(default=30.0, gt=1)
     # How many times a job is started before a lost worker fails it for good.

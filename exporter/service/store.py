@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, create_engine, select, update
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, create_engine, event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -88,6 +88,8 @@ class Store:
     def __init__(self, url: str):
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         self.engine: Engine = create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -250,6 +252,14 @@ class Store:
     def iter_running(self) -> Iterator[OperationRow]:
         with self.session() as session:
             yield from session.scalars(select(OperationRow).where(OperationRow.state == State.RUNNING.value))
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    # WAL lets the API read while a worker writes; the server and its workers share one file.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def cancelled_status() -> dict:

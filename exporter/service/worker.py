@@ -72,6 +72,7 @@ def worker_main(settings_json: str, owner: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
     settings = ServiceSettings.model_validate_json(settings_json)
+    os.nice(settings.worker_niceness)  # conversions yield the CPU to the API
     store = Store(settings.store_url)
     import tensorflow  # noqa: F401  (once, before the first job, not during it)
 
