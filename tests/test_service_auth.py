@@ -148,3 +148,15 @@ def test_queue_length_is_limited(tmp_path, canary_model):
         assert codes == [200, 200, 429]
     finally:
         server.stop()
+
+
+def test_a_fresh_data_folder_is_made(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from exporter.service.app import create_app
+    from exporter.service.settings import ServiceSettings
+
+    app = create_app(ServiceSettings(data_dir=tmp_path / "new" / "data", workers=0))
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+    assert (tmp_path / "new" / "data" / "exporter.db").is_file()

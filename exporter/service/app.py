@@ -98,6 +98,7 @@ def split_verb(segment: str) -> tuple[str, str | None]:
 
 def create_app(settings: ServiceSettings | None = None, start_workers: bool = True) -> FastAPI:
     settings = settings or ServiceSettings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.store_url)
     authorizer = Authorizer(settings.auth_file)
 
