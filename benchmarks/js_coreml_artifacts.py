@@ -17,7 +17,6 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 from harness import BIN, REPO, dir_size, engine_export, sample_model, save, timed
 

@@ -16,9 +16,9 @@ import json
 import os
 import random
 import signal
+import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -131,7 +131,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     outputs = work / "exports"
     outputs.mkdir()
-    with __import__("socket").socket() as s:
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = start_server(work / "data", outputs, port)

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
@@ -26,6 +25,7 @@ from converters.formats import (
     format_row,
     formats_markdown,
 )
+from exporter.cli_service import models_app, operations_app, serve
 from exporter.errors import Code, ExportError
 
 app = typer.Typer(
@@ -170,130 +170,9 @@ def formats(
         formats_table(describe_formats(available))
 
 
-SERVER = Annotated[str, typer.Option(envvar="EXPORTER_SERVER", help="the service's base URL")]
-PARENT = Annotated[str, typer.Option(help="projects/PROJECT/locations/LOCATION")]
-models_app = typer.Typer(no_args_is_help=True, help="Models of a running service.")
-operations_app = typer.Typer(no_args_is_help=True, help="Operations of a running service.")
+app.command()(serve)
 app.add_typer(models_app, name="models")
 app.add_typer(operations_app, name="operations")
-
-
-def _client(server: str):
-    from exporter.service.client import ServiceClient
-
-    return ServiceClient(server)
-
-
-def _print_json(payload) -> None:
-    print(json.dumps(payload, indent=2))
-
-
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
-    workers: Annotated[Optional[int], typer.Option(help="worker processes (default: EXPORTER_WORKERS or 2)")] = None,
-) -> None:
-    """Run the REST service (AutoML v1beta1 paths) with its supervised worker processes."""
-    import uvicorn
-
-    from exporter.service.app import create_app
-    from exporter.service.settings import ServiceSettings
-
-    settings = ServiceSettings() if workers is None else ServiceSettings(workers=workers)
-    if settings.auth_file is None and not is_loopback(host):
-        raise ExportError(Code.FAILED_PRECONDITION,
-                          f"refusing to listen on {host} without auth: set EXPORTER_AUTH_FILE, or listen on 127.0.0.1")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@models_app.command("import")
-def models_import(
-    source: Annotated[str, typer.Argument(help="the model folder, on the server's file system")],
-    parent: PARENT = "projects/local/locations/local",
-    model_id: Annotated[Optional[str], typer.Option(help="the model id (default: generated)")] = None,
-    display_name: Annotated[Optional[str], typer.Option(help="overrides the manifest's")] = None,
-    model_type: Annotated[Optional[str], typer.Option(help="overrides the manifest's")] = None,
-    server: SERVER = "http://127.0.0.1:8080",
-) -> None:
-    """Register a model folder with the service."""
-    model: dict = {}
-    if display_name:
-        model["displayName"] = display_name
-    if model_type:
-        model["imageClassificationModelMetadata"] = {"modelType": model_type}
-    body = {"sourceUri": source, **({"modelId": model_id} if model_id else {}), **({"model": model} if model else {})}
-    _print_json(_client(server).call("POST", f"{parent}/models:import", body))
-
-
-@models_app.command("list")
-def models_list(parent: PARENT = "projects/local/locations/local", server: SERVER = "http://127.0.0.1:8080") -> None:
-    """List the models under PARENT."""
-    _print_json(_client(server).call("GET", f"{parent}/models"))
-
-
-@models_app.command("get")
-def models_get(name: Annotated[str, typer.Argument(help="projects/P/locations/L/models/M")],
-               server: SERVER = "http://127.0.0.1:8080") -> None:
-    """Show one model."""
-    _print_json(_client(server).call("GET", name))
-
-
-@operations_app.command("list")
-def operations_list(
-    parent: PARENT = "projects/local/locations/local",
-    filter: Annotated[Optional[str], typer.Option(help="done=true or done=false")] = None,
-    server: SERVER = "http://127.0.0.1:8080",
-) -> None:
-    """List the operations under PARENT."""
-    _print_json(_client(server).call("GET", f"{parent}/operations", params={"filter": filter} if filter else None))
-
-
-@operations_app.command("get")
-def operations_get(name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
-                   report: Annotated[bool, typer.Option(help="show the export report instead")] = False,
-                   server: SERVER = "http://127.0.0.1:8080") -> None:
-    """Show one operation (or its export report)."""
-    _print_json(_client(server).call("GET", f"{name}:exportReport" if report else name))
-
-
-@operations_app.command("wait")
-def operations_wait(name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
-                    timeout: Annotated[float, typer.Option(help="seconds")] = 600,
-                    server: SERVER = "http://127.0.0.1:8080") -> None:
-    """Wait until an operation is done; exit 1 when it failed."""
-    client = _client(server)
-    deadline = time.monotonic() + timeout
-    while True:
-        left = max(1, min(60, int(deadline - time.monotonic())))
-        operation = client.call("POST", f"{name}:wait", {"timeout": f"{left}s"})
-        if operation.get("done") or time.monotonic() >= deadline:
-            break
-    _print_json(operation)
-    if "error" in operation:
-        error = operation["error"]
-        raise ExportError(Code(error.get("code", 2)), error.get("message", ""))
-    if not operation.get("done"):
-        raise ExportError(Code.DEADLINE_EXCEEDED, f"{name} is not done after {timeout:g} s")
-
-
-@operations_app.command("cancel")
-def operations_cancel(name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
-                      server: SERVER = "http://127.0.0.1:8080") -> None:
-    """Ask the service to cancel an operation."""
-    _client(server).call("POST", f"{name}:cancel", {})
-    print(f"cancel requested for {name}")
 
 
 class SampleKind(str, enum.Enum):

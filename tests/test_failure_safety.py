@@ -1,9 +1,7 @@
 """A full disk, Ctrl-C, SIGTERM and a crashing converter: a clear error, nothing half-written."""
-import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 

@@ -1,6 +1,5 @@
 """tf_js exports, verified in Node.js on the wasm backend."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np

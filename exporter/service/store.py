@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, create_engine, event, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 
