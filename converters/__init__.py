@@ -3,7 +3,7 @@
 Importing this package registers every converter; heavy libraries are imported inside the
 conversion steps, never here.
 """
-from converters import coreml, edgetpu, not_available, tf_saved_model, tfjs, tflite  # noqa: F401  (each module registers itself)
+from converters import coreml, docker_image, edgetpu, tf_saved_model, tfjs, tflite  # noqa: F401  (each module registers itself)
 from converters.base import REGISTRY, Converter
 from converters.formats import FORMATS, FORMAT_NAMES, format_row
 

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 class Converter(abc.ABC):
     """One modelFormat's pipeline: SavedModel -> artifact files, and their verification."""
 
-    available = True
-
     def __init__(self, row: FormatRow):
         self.row = row
 
@@ -51,26 +49,6 @@ class Converter(abc.ABC):
 
         Returns the checks by name; ``verification`` is the one every format has.
         """
-
-
-class NotAvailableYet(Converter):
-    """A format of the table whose pipeline this version of the engine does not have yet."""
-
-    available = False
-
-    def error(self) -> ExportError:
-        built = ", ".join(name for name, c in REGISTRY.items() if c.available)
-        return ExportError(
-            Code.UNIMPLEMENTED,
-            f"modelFormat {self.name!r} is not available yet in this version of the engine; "
-            f"available: {built}",
-        )
-
-    def convert(self, source, workdir, params):
-        raise self.error()
-
-    def verify(self, source, workdir, params, reference):
-        raise self.error()
 
 
 def library_failure(library: str, error: Exception) -> ExportError:

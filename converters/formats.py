@@ -235,13 +235,12 @@ def format_row(name: str) -> FormatRow:
     raise KeyError(name)
 
 
-def describe_formats(available: dict[str, bool]) -> list[dict]:
+def describe_formats() -> list[dict]:
     """The table as JSON, for ``exporter formats --json`` and the docs."""
     return [
         {
             "modelFormat": row.name,
             "description": row.description,
-            "available": available[row.name],
             "destination": row.destination.value,
             "artifacts": list(row.artifacts),
             "buildsOn": row.builds_on,
@@ -254,19 +253,16 @@ def describe_formats(available: dict[str, bool]) -> list[dict]:
     ]
 
 
-def formats_markdown(available: dict[str, bool]) -> str:
+def formats_markdown() -> str:
     """The table in Markdown, as the README carries it (a test keeps the two equal)."""
     lines = [
-        "| modelFormat | destination | artifacts | params: default (allowed) | status |",
-        "| --- | --- | --- | --- | --- |",
+        "| modelFormat | destination | artifacts | params: default (allowed) |",
+        "| --- | --- | --- | --- |",
     ]
-    for entry in describe_formats(available):
+    for entry in describe_formats():
         params = "<br>".join(
             f"`{p['name']}`: `{p['default']}` ({p['allowed']})" for p in entry["params"]
         ) or "none"
         artifacts = ", ".join(f"`{a}`" for a in entry["artifacts"])
-        status = "available" if entry["available"] else "not available yet"
-        lines.append(
-            f"| `{entry['modelFormat']}` | `{entry['destination']}` | {artifacts} | {params} | {status} |"
-        )
+        lines.append(f"| `{entry['modelFormat']}` | `{entry['destination']}` | {artifacts} | {params} |")
     return "\n".join(lines)

@@ -91,6 +91,21 @@ def serving_scores(folder: Path, encoded: list[bytes], batch: int = 32) -> np.nd
     return np.concatenate(scores)
 
 
+def serving_checks(folder: Path, reference: Reference) -> dict:
+    """The serving model against the source: exact on lossless inputs, and from the files."""
+    exact = serving_scores(folder, [png_bytes(p) for p in reference.images.pixels])
+    from_files = serving_scores(folder, [path.read_bytes() for path in reference.images.paths])
+    return {
+        "verification": compare(
+            "tensorflow", reference, exact, EXACT, what="serving SavedModel on PNG at input size"
+        ),
+        "endToEnd": compare(
+            "tensorflow", reference, from_files, END_TO_END,
+            what="serving SavedModel on the original image files",
+        ),
+    }
+
+
 @register("tf_saved_model")
 class ServingSavedModelConverter(Converter):
     libraries = ("tensorflow",)
@@ -100,14 +115,4 @@ class ServingSavedModelConverter(Converter):
         return sorted(p for p in workdir.rglob("*") if p.is_file())
 
     def verify(self, source, workdir: Path, params: dict[str, str], reference: Reference):
-        exact = serving_scores(workdir, [png_bytes(p) for p in reference.images.pixels])
-        from_files = serving_scores(workdir, [path.read_bytes() for path in reference.images.paths])
-        return {
-            "verification": compare(
-                "tensorflow", reference, exact, EXACT, what="serving SavedModel on PNG at input size"
-            ),
-            "endToEnd": compare(
-                "tensorflow", reference, from_files, END_TO_END,
-                what="serving SavedModel on the original image files",
-            ),
-        }
+        return serving_checks(workdir, reference)

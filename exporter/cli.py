@@ -158,16 +158,14 @@ def formats(
     markdown: Annotated[bool, typer.Option("--markdown", help="print the table as the README's Markdown")] = False,
 ) -> None:
     """The formats table: params, defaults, allowed values and destination of each modelFormat."""
-    from converters import REGISTRY
     from exporter.terminal import formats_table
 
-    available = {name: converter.available for name, converter in REGISTRY.items()}
     if as_json:
-        print(json.dumps(describe_formats(available), indent=2))
+        print(json.dumps(describe_formats(), indent=2))
     elif markdown:
-        print(formats_markdown(available))
+        print(formats_markdown())
     else:
-        formats_table(describe_formats(available))
+        formats_table(describe_formats())
 
 
 app.command()(serve)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from converters import REGISTRY
+from converters.formats import Destination
 from exporter.model_types import CLOUD_MODEL_TYPE
 from converters.verification import make_reference
 from exporter.destinations import (
@@ -68,6 +69,15 @@ class StageClock:
         self.progress(name, "done")
 
 
+def destination_for(request: ExportRequest):
+    """Where the export goes: a folder prefix, or (docker) an image in a registry."""
+    if request.row.destination is Destination.GCR:
+        from containers.push import RegistryDestination
+
+        return RegistryDestination(request.destination)
+    return open_destination(request.destination)
+
+
 def check_exportable(source: ModelSource, request: ExportRequest) -> None:
     if source.model_type not in request.row.exportable_model_types:
         reason = " (a server-hosted model type)" if source.model_type == CLOUD_MODEL_TYPE else ""
@@ -99,14 +109,12 @@ def export_model(
     started = started or utc_now()
     request = parse_output_config(output_config)
     converter = REGISTRY[request.model_format]
-    if not converter.available:
-        raise converter.error()
     clock = StageClock(progress, request.model_format)
 
     with clock.stage("load"):
         source = read_model(model, images=images, input_size=input_size)
         check_exportable(source, request)
-        destination = open_destination(request.destination)
+        destination = destination_for(request)
         converter.prepare()
         final_name = export_folder_name(source.display_name, started)
     staging = destination.stage(final_name)  # after the load stage: its end may raise a stop
@@ -123,6 +131,8 @@ def export_model(
             )
             write_report(report, staging)
             output_dir = destination.publish(staging, final_name)
+            if getattr(destination, "details", None):  # a pushed image: digest, bytes uploaded
+                report["image"] = destination.details
     finally:
         destination.discard(staging)  # gone already when published
     # The report (written before publishing) times load, convert and verify; the result adds publish.

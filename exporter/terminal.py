@@ -130,12 +130,11 @@ def print_predictions(predictions) -> None:
 def formats_table(entries: list[dict]) -> None:
     """The formats table (as ``describe_formats`` gives it) drawn for a terminal."""
     table = Table(title="modelFormats", show_lines=True)
-    for column in ("modelFormat", "destination", "artifacts", "params (default; allowed)", "status"):
+    for column in ("modelFormat", "destination", "artifacts", "params (default; allowed)"):
         table.add_column(column)
     for entry in entries:
         params = "\n".join(
             f"{p['name']} ({p['default']}; {p['allowed']})" for p in entry["params"]
         ) or "-"
-        status = "available" if entry["available"] else "not available yet"
-        table.add_row(entry["modelFormat"], entry["destination"], "\n".join(entry["artifacts"]), params, status)
+        table.add_row(entry["modelFormat"], entry["destination"], "\n".join(entry["artifacts"]), params)
     STDOUT.print(table)

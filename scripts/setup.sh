@@ -11,13 +11,19 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   exit 1
 fi
 
-# Headless Chromium for the browser tests and benchmark: Debian's package (root installs it).
-if [ ! -x /usr/bin/chromium ]; then
+# Debian packages the tests and benchmarks use: headless Chromium (browser checks), the OCI
+# registry, skopeo (an independent registry client) and a static busybox (a small base image).
+missing=""
+for pair in chromium:/usr/bin/chromium docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
+            busybox-static:/bin/busybox; do
+  [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
+done
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   else
-    echo "setup: Debian's chromium is missing (sudo apt-get install chromium): the browser tests will fail" >&2
+    echo "setup: missing Debian packages (sudo apt-get install$missing): their tests will fail" >&2
   fi
 fi
 

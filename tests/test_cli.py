@@ -45,8 +45,6 @@ def test_export_with_file_uri_and_summary_table(canary_model, tmp_path):
         (["--param", "quantization"], "INVALID_ARGUMENT", 2, "expected KEY=VALUE"),
         (["--param", "colour=red"], "INVALID_ARGUMENT", 2, "allowed keys: quantization, calibration_count"),
         (["--format", "onnx"], "INVALID_ARGUMENT", 2, "'onnx' is not a model format"),
-        (["--format", "docker", "--output", "localhost:5000/p/image"], "UNIMPLEMENTED", 1,
-         "'docker' is not available yet"),
         (["--input-size", "big"], "INVALID_ARGUMENT", 2, "expected HxW"),
         (["--bogus-flag"], "INVALID_ARGUMENT", 2, "No such option"),
     ],
@@ -106,11 +104,10 @@ def test_formats_table(tmp_path):
     assert result.returncode == 0
     rows = {row["modelFormat"]: row for row in json.loads(result.stdout)}
     assert set(rows) == {"tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "docker"}
-    assert rows["tflite"]["available"] and not rows["docker"]["available"]
     assert rows["docker"]["destination"] == "gcrDestination"
     assert {"name": "quantization", "default": "uint8", "allowed": "uint8, int8, float16, dynamic_range, float32"}.items() <= rows["tflite"]["params"][0].items()
     table = run_cli("formats")
-    assert table.returncode == 0 and "not available yet" in table.stdout
+    assert table.returncode == 0 and "edgetpu_tflite" in table.stdout
 
 
 def test_sample_model_is_deterministic_under_its_seed(canary_model, tmp_path):

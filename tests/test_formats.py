@@ -3,8 +3,6 @@ import pytest
 
 from converters import FORMATS, REGISTRY
 from converters.formats import DEFAULT_FORMAT, FORMAT_NAMES
-from exporter.errors import Code, ExportError
-from exporter.run import export_model
 
 AUTOML_FORMATS = {"tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "docker"}
 
@@ -27,18 +25,3 @@ def test_every_default_is_an_accepted_value(row):
         assert param.problem(param.default) is None, (row.name, param.name)
     if row.builds_on is not None:
         assert row.builds_on in FORMAT_NAMES
-
-
-@pytest.mark.parametrize("name", sorted(n for n in FORMAT_NAMES if not REGISTRY[n].available))
-def test_formats_not_built_yet_answer_unimplemented(name, tmp_path):
-    row = REGISTRY[name].row
-    destination = (
-        {"gcrDestination": {"outputUri": "localhost:5000/p/img:1"}}
-        if row.destination.value == "gcrDestination"
-        else {"gcsDestination": {"outputUriPrefix": str(tmp_path)}}
-    )
-    with pytest.raises(ExportError) as raised:
-        export_model(tmp_path / "no-model", {"modelFormat": name, **destination})
-    assert raised.value.code is Code.UNIMPLEMENTED
-    assert "not available yet" in raised.value.message and name in raised.value.message
-    assert list(tmp_path.iterdir()) == []

@@ -24,7 +24,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
-from converters import REGISTRY
 from converters.formats import Destination
 from exporter.destinations import local_path
 from exporter.errors import Code, ExportError, FieldViolation
@@ -195,9 +194,6 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
         row = await run_in_threadpool(find_model, project, location, model)
         body = await json_body(request, settings)
         export = parse_export_body(body)
-        converter = REGISTRY[export.model_format]
-        if not converter.available:
-            raise converter.error()
         if export.row.destination is Destination.GCS:
             check_local_destination(export.destination)
         if row.model_type not in export.row.exportable_model_types:

@@ -1,0 +1,78 @@
+"""Debian's docker-registry on loopback with its own config, and a small base image pushed to it.
+
+The base stands in for tensorflow/serving (Docker Hub is not reachable here): one layer holding a
+static busybox, under the configured base names, pushed with the engine's own registry client.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import httpx
+
+from containers.registry import RegistryClient
+from service_harness import free_port
+
+BUSYBOX = Path("/bin/busybox")
+
+
+class LocalRegistry:
+    def __init__(self, root: Path):
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        config = root / "registry.yml"
+        config.write_text(
+            "version: 0.1\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+        )
+        self.process = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.process.poll() is None, "docker-registry exited at start"
+            try:
+                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "docker-registry did not come up in 30 s"
+            time.sleep(0.1)
+
+    def push_base(self, repository: str, tag: str) -> str:
+        """A one-layer busybox image in Docker's v2 manifest format; returns its reference."""
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w") as tar:
+            tar.add(str(BUSYBOX), arcname="bin/busybox")
+            link = tarfile.TarInfo("bin/sh")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        layer = gzip.compress(raw.getvalue(), mtime=0)
+        config = json.dumps({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Env": ["PATH=/bin", "MODEL_NAME=base"], "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
+            "history": [{"created_by": "test fixture: busybox-static"}],
+        }).encode()
+        client = RegistryClient(self.host)
+        layer_digest = client.upload(repository, layer)
+        config_digest = client.upload(repository, config)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                       "digest": config_digest},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
+                        "digest": layer_digest}],
+        }).encode()
+        client.put_manifest(repository, tag, manifest, "application/vnd.docker.distribution.manifest.v2+json")
+        return f"{self.host}/{repository}:{tag}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
