@@ -1,4 +1,8 @@
-"""The gcrDestination: the export's build context becomes an image pushed to outputUri."""
+"""The gcrDestination: the export's build context becomes an image pushed to outputUri.
+
+``builder`` picks the back end: ``engine`` (a Docker engine builds and pushes), ``daemonless``
+(the registry's HTTP API only), or ``auto``: the engine when one is reachable, else daemonless.
+"""
 from __future__ import annotations
 
 import json
@@ -6,9 +10,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from containers import daemonless
+from containers import daemonless, engine
 from containers.recipe import Recipe
 from containers.registry import ImageRef
+from exporter.errors import Code, ExportError
 
 RECIPE_FILE = "recipe.json"
 
@@ -16,9 +21,10 @@ RECIPE_FILE = "recipe.json"
 class RegistryDestination:
     """Stages the build context locally; publishing builds and pushes the image."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, builder: str = "auto"):
         self.target = ImageRef.parse(uri)
         self.uri = uri
+        self.builder = builder
         self.details: dict = {}  # the push's facts (digest, bytes), for the report
 
     def stage(self, final_name: str) -> Path:
@@ -26,7 +32,14 @@ class RegistryDestination:
 
     def publish(self, staging: Path, final_name: str) -> str:
         recipe = Recipe(**json.loads((staging / RECIPE_FILE).read_text()))
-        self.details = daemonless.push(staging, recipe, self.target)
+        client = engine.engine_client() if self.builder in ("auto", "engine") else None
+        if client is None and self.builder == "engine":
+            raise ExportError(Code.FAILED_PRECONDITION,
+                              "builder=engine but no Docker engine is reachable (DOCKER_HOST or the default socket)")
+        if client is not None:
+            self.details = engine.build_and_push(client, staging, recipe, self.target)
+        else:
+            self.details = daemonless.push(staging, recipe, self.target)
         return f"{self.target}@{self.details['digest']}"
 
     @staticmethod

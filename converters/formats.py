@@ -219,6 +219,13 @@ FORMATS: tuple[FormatRow, ...] = (
                 "none: CPU serving image; nvidia: the TF Serving GPU image.",
                 ("none", "nvidia"),
             ),
+            Param(
+                "builder",
+                "auto",
+                "engine: build and push through a Docker engine; daemonless: append the model layer "
+                "over the registry's HTTP API; auto: the engine when one is reachable.",
+                ("auto", "engine", "daemonless"),
+            ),
         ),
         builds_on="tf_saved_model",
     ),

@@ -74,7 +74,7 @@ def destination_for(request: ExportRequest):
     if request.row.destination is Destination.GCR:
         from containers.push import RegistryDestination
 
-        return RegistryDestination(request.destination)
+        return RegistryDestination(request.destination, request.params.get("builder", "auto"))
     return open_destination(request.destination)
 
 

@@ -12,9 +12,9 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
 fi
 
 # Debian packages the tests and benchmarks use: headless Chromium (browser checks), the OCI
-# registry, skopeo (an independent registry client) and a static busybox (a small base image).
+# engine and registry, skopeo (an independent registry client), a static busybox (a small base image).
 missing=""
-for pair in chromium:/usr/bin/chromium docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
+for pair in chromium:/usr/bin/chromium docker.io:/usr/sbin/dockerd docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
             busybox-static:/bin/busybox; do
   [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
 done

@@ -76,3 +76,48 @@ class LocalRegistry:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+class DockerEngine:
+    """Debian's dockerd with its own data root and socket, no bridge (the images run no network).
+
+    Reuses an engine already answering at DOCKER_HOST; never starts a second one beside it.
+    """
+
+    def __init__(self, root: Path, insecure_registries: str = "127.0.0.0/8"):
+        import os
+        import docker
+
+        self.process = None
+        existing = os.environ.get("DOCKER_HOST")
+        if existing:
+            docker.DockerClient(base_url=existing).ping()
+            self.host = existing
+            return
+        root.mkdir(parents=True, exist_ok=True)
+        self.host = f"unix://{root}/docker.sock"
+        self.process = subprocess.Popen(
+            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+             "--pidfile", str(root / "docker.pid"), "-H", self.host, "--bridge=none", "--iptables=false",
+             "--insecure-registry", insecure_registries],
+            stdout=open(root / "dockerd.log", "wb"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.process.poll() is None, (root / "dockerd.log").read_text()[-2000:]
+            try:
+                docker.DockerClient(base_url=self.host).ping()
+                return
+            except Exception:
+                assert time.monotonic() < deadline, "dockerd did not come up in 60 s"
+                time.sleep(0.3)
+
+    def client(self):
+        import docker
+
+        return docker.DockerClient(base_url=self.host)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=60)

@@ -24,9 +24,9 @@ def registries(tmp_path_factory):
     second.stop()
 
 
-def docker_config(uri: str, gpu: str = "none") -> dict:
+def docker_config(uri: str, gpu: str = "none", builder: str = "daemonless") -> dict:
     return {"modelFormat": "docker", "gcrDestination": {"outputUri": uri},
-            "params": {"cpu_architecture": "x86_64", "gpu_architecture": gpu}}
+            "params": {"cpu_architecture": "x86_64", "gpu_architecture": gpu, "builder": builder}}
 
 
 def skopeo(*args: str) -> str:

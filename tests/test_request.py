@@ -74,7 +74,7 @@ def test_docker_refuses_a_folder_destination():
 
 def test_docker_params_defaults_and_values():
     request = parse_output_config({"modelFormat": "docker", "gcrDestination": {"outputUri": "gcr.io/p/i:v1"}})
-    assert request.params == {"cpu_architecture": "x86_64", "gpu_architecture": "none"}
+    assert request.params == {"cpu_architecture": "x86_64", "gpu_architecture": "none", "builder": "auto"}
     request = parse_output_config(
         {"modelFormat": "docker", "gcrDestination": {"outputUri": "localhost:5000/p/i"},
          "params": {"gpu_architecture": "nvidia"}}
