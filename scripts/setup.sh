@@ -11,11 +11,12 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
   exit 1
 fi
 
-# Debian packages the tests and benchmarks use: headless Chromium (browser checks), the OCI
-# engine and registry, skopeo (an independent registry client), a static busybox (a small base image).
+# Debian packages the tests and benchmarks use: headless Chromium (browser checks), the Docker
+# engine, the OCI registry, skopeo (an independent registry client), a static busybox (a small base
+# image) and htpasswd (a registry that wants credentials).
 missing=""
 for pair in chromium:/usr/bin/chromium docker.io:/usr/sbin/dockerd docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            busybox-static:/bin/busybox; do
+            busybox-static:/bin/busybox apache2-utils:/usr/bin/htpasswd; do
   [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
 done
 if [ -n "$missing" ]; then

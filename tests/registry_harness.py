@@ -23,22 +23,29 @@ BUSYBOX = Path("/bin/busybox")
 
 
 class LocalRegistry:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, users: dict[str, str] | None = None):
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
+        self.credentials = next(iter(users.items())) if users else None
         config = root / "registry.yml"
-        config.write_text(
+        text = (
             "version: 0.1\n"
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n"
         )
+        if users:  # basic auth with an htpasswd file (bcrypt), made with Debian's htpasswd
+            lines = [subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True,
+                                    check=True).stdout.strip() for user, password in users.items()]
+            (root / "htpasswd").write_text("\n".join(lines) + "\n")
+            text += f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {root / 'htpasswd'}\n"
+        config.write_text(text)
         self.process = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             assert self.process.poll() is None, "docker-registry exited at start"
             try:
-                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code == 200:
+                if httpx.get(f"http://{self.host}/v2/", timeout=1).status_code in (200, 401):
                     break
             except httpx.HTTPError:
                 pass
@@ -60,7 +67,7 @@ class LocalRegistry:
             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
             "history": [{"created_by": "test fixture: busybox-static"}],
         }).encode()
-        client = RegistryClient(self.host)
+        client = RegistryClient(self.host, self.credentials)
         layer_digest = client.upload(repository, layer)
         config_digest = client.upload(repository, config)
         manifest = json.dumps({
@@ -121,3 +128,13 @@ class DockerEngine:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(timeout=60)
+
+
+def docker_config_dir(root: Path, registry: str, user: str, password: str) -> Path:
+    """A DOCKER_CONFIG folder whose config.json holds credentials for `registry`."""
+    import base64
+
+    root.mkdir(parents=True, exist_ok=True)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (root / "config.json").write_text(json.dumps({"auths": {registry: {"auth": token}}}))
+    return root
