@@ -62,11 +62,11 @@ def model_copy(tmp_path):
     return copy
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it."""
     return subprocess.run(
         [str(EXPORTER), *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
 

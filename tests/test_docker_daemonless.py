@@ -87,3 +87,35 @@ def test_missing_base_image_and_unreachable_registry(canary_model, registries, m
     tags = subprocess.run([SKOPEO, "list-tags", "--tls-verify=false", f"docker://{registry.host}/p/missing-base"],
                           capture_output=True, text=True)
     assert "v1" not in tags.stdout  # no tag was written
+
+
+@pytest.mark.slow
+def test_docker_through_the_cli_and_the_api(canary_model, registries, tmp_path):
+    from conftest import CACHE, run_cli
+    from service_harness import PARENT, Server
+
+    registry, _ = registries
+    base = {"EXPORTER_SERVING_BASE_CPU": registry.bases["none"]}
+    target = f"{registry.host}/cli/canary:v1"
+    result = run_cli("export", "--model", str(canary_model), "--format", "docker", "--output", target,
+                     "--param", "builder=daemonless", "--json", env=base)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputDir"].startswith(f"{target}@sha256:")
+    skopeo("inspect", "--tls-verify=false", f"docker://{target}")
+
+    server = Server(tmp_path, import_roots=[CACHE], output_roots=[], EXPORTER_WORKERS="1", **base).start()
+    try:
+        assert server.call("POST", f"{PARENT}/models:import",
+                           json={"sourceUri": str(canary_model), "modelId": "canary"}).status_code == 200
+        api_target = f"{registry.host}/api/canary:v1"
+        started = server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": {
+            "modelFormat": "docker", "gcrDestination": {"outputUri": api_target},
+            "params": {"builder": "daemonless"}}}).json()
+        finished = server.wait(started["name"])
+        assert "response" in finished, finished
+        assert finished["metadata"]["exportModelDetails"] == {}  # no folder: the image is in the report
+        report = server.call("GET", f"{started['name']}:exportReport").json()
+        assert report["image"]["image"] == api_target
+        skopeo("inspect", "--tls-verify=false", f"docker://{api_target}")
+    finally:
+        server.stop()

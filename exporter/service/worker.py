@@ -58,8 +58,10 @@ def run_job(store: Store, row: OperationRow, owner: str, settings: ServiceSettin
         if model is None:
             raise ExportError(Code.NOT_FOUND, f"model {row.model_name} no longer exists")
         result = export_model(model.path, row.output_config, progress=progress, started=row.create_time)
+        # outputInfo has only gcsOutputDirectory: a pushed image is named in the report instead.
+        pushed_image = "gcrDestination" in row.output_config or "gcr_destination" in row.output_config
         store.finish(row.id, owner, State.SUCCEEDED, progress_percent=100,
-                     output_dir=result.output_dir, report=result.report)
+                     output_dir=None if pushed_image else result.output_dir, report=result.report)
     except ExportError as error:
         state = State.CANCELLED if error.code is Code.CANCELLED else State.FAILED
         store.finish(row.id, owner, state, error=error.to_status())
