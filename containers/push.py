@@ -21,10 +21,11 @@ RECIPE_FILE = "recipe.json"
 class RegistryDestination:
     """Stages the build context locally; publishing builds and pushes the image."""
 
-    def __init__(self, uri: str, builder: str = "auto"):
+    def __init__(self, uri: str, builder: str = "auto", keep_context: Path | None = None):
         self.target = ImageRef.parse(uri)
         self.uri = uri
         self.builder = builder
+        self.keep_context = keep_context  # where to leave a copy of the build context
         self.details: dict = {}  # the push's facts (digest, bytes), for the report
 
     def stage(self, final_name: str) -> Path:
@@ -32,6 +33,8 @@ class RegistryDestination:
 
     def publish(self, staging: Path, final_name: str) -> str:
         recipe = Recipe(**json.loads((staging / RECIPE_FILE).read_text()))
+        if self.keep_context is not None:  # for a rebuild by hand: docker build DIR
+            shutil.copytree(staging, self.keep_context)
         client = engine.engine_client() if self.builder in ("auto", "engine") else None
         if client is None and self.builder == "engine":
             raise ExportError(Code.FAILED_PRECONDITION,

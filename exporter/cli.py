@@ -91,6 +91,7 @@ def export(
     images: Annotated[Optional[Path], typer.Option(help="calibration and held-out images, when the model folder has none")] = None,
     input_size: Annotated[Optional[str], typer.Option(help="HxW, when the signature leaves it unknown")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")] = False,
+    build_context: Annotated[Optional[Path], typer.Option(help="docker: also write the image's build context (Dockerfile, model) to this new folder")] = None,
 ) -> None:
     """Export a model folder to one modelFormat, verified, into a new model-export-* folder."""
     from exporter.terminal import StageProgress, print_summary
@@ -104,7 +105,8 @@ def export(
                 STOP_SIGNALS.check()
                 progress.update(stage, event)
 
-            result = export_model(model, config, images=images, input_size=size, progress=on_stage)
+            result = export_model(model, config, images=images, input_size=size, progress=on_stage,
+                                  build_context=build_context)
     if as_json:
         print(json.dumps({"outputDir": result.output_dir, "seconds": result.seconds, "report": result.report}, indent=2))
     else:

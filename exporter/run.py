@@ -69,12 +69,14 @@ class StageClock:
         self.progress(name, "done")
 
 
-def destination_for(request: ExportRequest):
+def destination_for(request: ExportRequest, build_context: Path | None = None):
     """Where the export goes: a folder prefix, or (docker) an image in a registry."""
     if request.row.destination is Destination.GCR:
         from containers.push import RegistryDestination
 
-        return RegistryDestination(request.destination, request.params.get("builder", "auto"))
+        return RegistryDestination(request.destination, request.params["builder"], build_context)
+    if build_context is not None:
+        raise ExportError(Code.INVALID_ARGUMENT, "a build context is kept only for docker exports")
     return open_destination(request.destination)
 
 
@@ -97,14 +99,16 @@ def export_model(
     input_size: tuple[int, int] | None = None,
     progress: Progress | None = None,
     started: datetime | None = None,
+    build_context: str | Path | None = None,
 ) -> ExportResult:
     """Export the model folder `model` as `output_config` (a ModelExportOutputConfig) asks.
 
     `output_config` is the same JSON the REST API takes, e.g.
     ``{"modelFormat": "tflite", "gcsDestination": {"outputUriPrefix": "/tmp/out"},
     "params": {"quantization": "uint8"}}``. `images` and `input_size` fill in what the model
-    folder lacks (see ``read_model``). Raises ExportError; returns where the export landed and
-    its report.
+    folder lacks (see ``read_model``). `build_context` (docker only) names a new folder that
+    receives the image's build context (Dockerfile, model, labels) for a rebuild by hand. Raises
+    ExportError; returns where the export landed and its report.
     """
     started = started or utc_now()
     request = parse_output_config(output_config)
@@ -114,7 +118,7 @@ def export_model(
     with clock.stage("load"):
         source = read_model(model, images=images, input_size=input_size)
         check_exportable(source, request)
-        destination = destination_for(request)
+        destination = destination_for(request, Path(build_context) if build_context else None)
         converter.prepare()
         final_name = export_folder_name(source.display_name, started)
     staging = destination.stage(final_name)  # after the load stage: its end may raise a stop

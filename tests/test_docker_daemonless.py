@@ -97,9 +97,13 @@ def test_docker_through_the_cli_and_the_api(canary_model, registries, tmp_path):
     registry, _ = registries
     base = {"EXPORTER_SERVING_BASE_CPU": registry.bases["none"]}
     target = f"{registry.host}/cli/canary:v1"
+    context = tmp_path / "context"
     result = run_cli("export", "--model", str(canary_model), "--format", "docker", "--output", target,
-                     "--param", "builder=daemonless", "--json", env=base)
+                     "--param", "builder=daemonless", "--build-context", str(context), "--json", env=base)
     assert result.returncode == 0, result.stderr
+    dockerfile = (context / "Dockerfile").read_text()
+    assert dockerfile.startswith(f"FROM {registry.bases['none']}\nCOPY model /models/default/1\n")
+    assert (context / "model" / "saved_model.pb").is_file() and (context / "dict.txt").is_file()
     assert json.loads(result.stdout)["outputDir"].startswith(f"{target}@sha256:")
     skopeo("inspect", "--tls-verify=false", f"docker://{target}")
 
