@@ -91,7 +91,10 @@ class RegistryClient:
             return "Basic " + base64.b64encode(":".join(self.credentials).encode()).decode()
         if challenge.lower().startswith("bearer"):
             fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-            params = {"service": fields.get("service", ""), "scope": fields.get("scope", scope_hint)}
+            # Ask for what this step needs (pull and push, and pull of a mount's source) as well as
+            # what the challenged request asked: a HEAD asks only pull.
+            scopes = sorted(set(scope_hint.split()) | set(fields.get("scope", "").split()))
+            params = [("service", fields.get("service", "")), *(("scope", s) for s in scopes)]
             auth = httpx.BasicAuth(*self.credentials) if self.credentials else None
             answer = self.http.get(fields["realm"], params=params, auth=auth)
             if answer.status_code != 200:
@@ -161,7 +164,7 @@ class RegistryClient:
     # Writing ------------------------------------------------------------------------------
     def mount(self, repository: str, digest: str, source_repository: str) -> bool:
         """Cross-repository mount within this registry; False when the registry declined."""
-        scope = f"repository:{repository}:pull,push"
+        scope = f"repository:{repository}:pull,push repository:{source_repository}:pull"
         response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope,
                                 params={"mount": digest, "from": source_repository})
         if response.status_code == 201:

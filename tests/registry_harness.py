@@ -23,7 +23,7 @@ BUSYBOX = Path("/bin/busybox")
 
 
 class LocalRegistry:
-    def __init__(self, root: Path, users: dict[str, str] | None = None):
+    def __init__(self, root: Path, users: dict[str, str] | None = None, token_auth: str | None = None):
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.credentials = next(iter(users.items())) if users else None
@@ -38,6 +38,8 @@ class LocalRegistry:
                                     check=True).stdout.strip() for user, password in users.items()]
             (root / "htpasswd").write_text("\n".join(lines) + "\n")
             text += f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {root / 'htpasswd'}\n"
+        elif token_auth:  # the token flow, with the issuer's `auth:` section
+            text += token_auth
         config.write_text(text)
         self.process = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -51,3 +51,26 @@ def test_refused_push_is_permission_denied(canary_model, locked_registry, monkey
     with pytest.raises(ExportError) as raised:
         export_to(canary_model, locked_registry, "daemonless", "refused")
     assert raised.value.code is Code.PERMISSION_DENIED and "HTTP 401" in raised.value.message
+
+
+def test_push_through_the_registry_token_flow(canary_model, tmp_path_factory, monkeypatch, tmp_path):
+    """The registry answers 401 with a Bearer challenge; the client gets a token from the issuer."""
+    from token_issuer import TokenIssuer
+
+    root = tmp_path_factory.mktemp("token-registry")
+    issuer = TokenIssuer(root, {"bob": "t0ken-pass"})
+    registry = LocalRegistry(root, token_auth=issuer.registry_auth())
+    registry.credentials = ("bob", "t0ken-pass")
+    try:
+        base = registry.push_base("tensorflow/serving", "2.19.0")
+        monkeypatch.setenv("EXPORTER_SERVING_BASE_CPU", base)
+        monkeypatch.setenv("DOCKER_CONFIG", str(docker_config_dir(tmp_path / "docker", registry.host, "bob", "t0ken-pass")))
+        result = export_to(canary_model, registry, "daemonless", "canary-token")
+        assert result.report["image"]["baseBlobsMounted"] == 2
+        monkeypatch.setenv("DOCKER_CONFIG", str(docker_config_dir(tmp_path / "wrong", registry.host, "bob", "nope")))
+        with pytest.raises(ExportError) as raised:
+            export_to(canary_model, registry, "daemonless", "canary-refused")
+        assert raised.value.code is Code.PERMISSION_DENIED and "token service" in raised.value.message
+    finally:
+        registry.stop()
+        issuer.stop()
