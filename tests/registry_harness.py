@@ -82,6 +82,25 @@ class LocalRegistry:
         client.put_manifest(repository, tag, manifest, "application/vnd.docker.distribution.manifest.v2+json")
         return f"{self.host}/{repository}:{tag}"
 
+    def push_index(self, repository: str, tag: str, amd64_ref: str) -> str:
+        """An image index with an arm64 entry first and the given amd64 image second."""
+        client = RegistryClient(self.host, self.credentials)
+        manifest_type = "application/vnd.docker.distribution.manifest.v2+json"
+        amd64, _ = client.manifest(repository, amd64_ref.rsplit(":", 1)[1])
+        body = json.dumps(amd64).encode()
+        digest = client.put_manifest(repository, "amd64-only", body, manifest_type)
+        decoy = json.dumps({**amd64, "layers": []}).encode()  # not runnable: must never be chosen
+        decoy_digest = client.put_manifest(repository, "arm64-only", decoy, manifest_type)
+        index = json.dumps({"schemaVersion": 2,
+                            "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+                            "manifests": [
+                                {"mediaType": manifest_type, "size": len(decoy), "digest": decoy_digest,
+                                 "platform": {"architecture": "arm64", "os": "linux"}},
+                                {"mediaType": manifest_type, "size": len(body), "digest": digest,
+                                 "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
+        client.put_manifest(repository, tag, index, "application/vnd.docker.distribution.manifest.list.v2+json")
+        return f"{self.host}/{repository}:{tag}"
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)

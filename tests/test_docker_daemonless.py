@@ -65,6 +65,16 @@ def test_export_pushes_the_serving_image(canary_model, registries, monkeypatch, 
     assert any(n.startswith("models/default/1/variables/") for n in names)
 
 
+def test_linux_amd64_is_chosen_from_an_image_index(canary_model, registries, monkeypatch, tmp_path):
+    registry, _ = registries
+    index = registry.push_index("tensorflow/serving", "2.19.0-multi", registry.bases["none"])
+    monkeypatch.setenv("EXPORTER_SERVING_BASE_CPU", index)
+    target = f"{registry.host}/my-project/from-index:v1"
+    export_model(canary_model, docker_config(target))
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{target}"))
+    assert len(inspected["Layers"]) == 2  # the amd64 base's layer and the model's, not the decoy's
+
+
 def test_from_another_registry_the_base_is_copied(canary_model, registries, monkeypatch):
     first, second = registries
     monkeypatch.setenv("EXPORTER_SERVING_BASE_CPU", first.bases["none"])
