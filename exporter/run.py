@@ -1,12 +1,13 @@
 """One export, start to end: load, convert, verify, publish.
 
-This is the function the CLI, the Python API and (later) the service's workers all call. The
+This is the function the CLI, the Python API and the service's workers all call. The
 artifact is written into a staging folder, verified there, and only then moved to its final
 name; on any error, Ctrl-C included, the staging folder is removed and the final name is never
 created.
 """
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from typing import Any, Callable, Iterator
 
 from converters import REGISTRY
 from converters.formats import Destination
-from exporter.model_types import CLOUD_MODEL_TYPE
 from converters.verification import make_reference
 from exporter.destinations import (
     export_folder_name,
@@ -27,6 +27,7 @@ from exporter.destinations import (
 )
 from exporter.errors import Code, ExportError
 from exporter.model_source import ModelSource, read_model
+from exporter.model_types import CLOUD_MODEL_TYPE
 from exporter.report import REPORT_FILE, build_report, write_report
 from exporter.request import ExportRequest, parse_output_config
 
@@ -155,8 +156,6 @@ def verify_export(
     The format and params come from the export's ``export_report.json``. Returns the checks
     (as in the report); raises ExportError when the artifact is outside its tolerance.
     """
-    import json
-
     folder = Path(export_dir)
     report_path = folder / REPORT_FILE
     if not report_path.is_file():
