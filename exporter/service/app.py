@@ -203,15 +203,14 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
                 f"{export.model_format!r}",
             )
         config = body.get("outputConfig", body.get("output_config"))
-        who = principal.name if principal else None
-        if await run_in_threadpool(store.count_unfinished, who or ANONYMOUS_SENTINEL) >= settings.max_active_exports_per_principal:
+        who = principal.name if principal else ANONYMOUS_SENTINEL
+        if await run_in_threadpool(store.count_unfinished, who) >= settings.max_active_exports_per_principal:
             raise ExportError(Code.RESOURCE_EXHAUSTED,
-                              f"{who or 'this caller'} already has {settings.max_active_exports_per_principal} "
+                              f"{who} already has {settings.max_active_exports_per_principal} "
                               "exports queued or running; wait for one to finish")
         if await run_in_threadpool(store.count_unfinished, None, (State.QUEUED,)) >= settings.max_queue:
             raise ExportError(Code.RESOURCE_EXHAUSTED, f"the export queue is full ({settings.max_queue} queued)")
-        operation = await run_in_threadpool(store.create_operation, row.parent, row.name, config,
-                                            who or ANONYMOUS_SENTINEL)
+        operation = await run_in_threadpool(store.create_operation, row.parent, row.name, config, who)
         return operation_json(operation)
 
     def find_model(project: str, location: str, model: str):
