@@ -75,11 +75,10 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def serving_scores(folder: Path, encoded: list[bytes], batch: int = 32) -> np.ndarray:
-    """The exported signature's scores for encoded images, in TensorFlow."""
+def serving_scores(serve, encoded: list[bytes], batch: int = 32) -> np.ndarray:
+    """The exported serving signature's scores for encoded images, in TensorFlow."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(folder)).signatures[SERVING_KEY]
     scores = []
     for start in range(0, len(encoded), batch):
         chunk = encoded[start:start + batch]
@@ -93,8 +92,12 @@ def serving_scores(folder: Path, encoded: list[bytes], batch: int = 32) -> np.nd
 
 def serving_checks(folder: Path, reference: Reference) -> dict:
     """The serving model against the source: exact on lossless inputs, and from the files."""
-    exact = serving_scores(folder, [png_bytes(p) for p in reference.images.pixels])
-    from_files = serving_scores(folder, [path.read_bytes() for path in reference.images.paths])
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(folder))  # once for both checks; kept alive while they run
+    serve = loaded.signatures[SERVING_KEY]
+    exact = serving_scores(serve, [png_bytes(p) for p in reference.images.pixels])
+    from_files = serving_scores(serve, [path.read_bytes() for path in reference.images.paths])
     return {
         "verification": compare(
             "tensorflow", reference, exact, EXACT, what="serving SavedModel on PNG at input size"

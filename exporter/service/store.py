@@ -196,35 +196,26 @@ class Store:
                     return session.get(OperationRow, op_id)
         return None
 
-    def renew(self, op_id: str, owner: str, lease_seconds: float) -> None:
+    def _update_held(self, op_id: str, owner: str, **values: Any) -> int:
+        """Update a running operation only while `owner` holds its lease; the rows changed."""
         with self.session.begin() as session:
-            session.execute(
+            return session.execute(
                 update(OperationRow)
                 .where(OperationRow.id == op_id, OperationRow.lease_owner == owner,
                        OperationRow.state == State.RUNNING.value)
-                .values(lease_expires=utc_now() + timedelta(seconds=lease_seconds))
-            )
+                .values(**values)
+            ).rowcount
+
+    def renew(self, op_id: str, owner: str, lease_seconds: float) -> None:
+        self._update_held(op_id, owner, lease_expires=utc_now() + timedelta(seconds=lease_seconds))
 
     def progress(self, op_id: str, owner: str, percent: int) -> None:
-        with self.session.begin() as session:
-            session.execute(
-                update(OperationRow)
-                .where(OperationRow.id == op_id, OperationRow.lease_owner == owner,
-                       OperationRow.state == State.RUNNING.value)
-                .values(progress_percent=percent, update_time=utc_now())
-            )
+        self._update_held(op_id, owner, progress_percent=percent, update_time=utc_now())
 
     def finish(self, op_id: str, owner: str, state: State, **values: Any) -> bool:
         """End a running operation held by `owner`, in one step; False when it lost the lease."""
-        with self.session.begin() as session:
-            done = session.execute(
-                update(OperationRow)
-                .where(OperationRow.id == op_id, OperationRow.lease_owner == owner,
-                       OperationRow.state == State.RUNNING.value)
-                .values(state=state.value, update_time=utc_now(), lease_owner=None, lease_expires=None,
-                        **values)
-            ).rowcount
-        return done == 1
+        return self._update_held(op_id, owner, state=state.value, update_time=utc_now(), lease_owner=None,
+                                 lease_expires=None, **values) == 1
 
     def release_lost(self, owner: str | None, max_attempts: int, reason: str) -> int:
         """Running operations whose worker is gone (`owner`, or any with an expired lease):
