@@ -1,5 +1,5 @@
 # The two commands of the README, and a quick test loop.
-.PHONY: setup export test test-fast
+.PHONY: setup export lint test test-fast
 
 setup:
 	bash scripts/setup.sh
@@ -9,7 +9,13 @@ export: setup
 	.venv/bin/exporter sample-model sample-model --if-missing
 	.venv/bin/exporter export --model sample-model --format tflite --output exports
 
-test: setup
+# Lint, format and the layer contract first: each fails the run on a violation.
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+
+test: lint
 	.venv/bin/python -m pytest
 
 # Leaves out the end-to-end runs through subprocesses (marked slow).

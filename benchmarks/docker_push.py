@@ -8,6 +8,7 @@ size matters here; a busybox would hide the cost), exports the colour canary as 
 with each back end, and times a plain `docker build` + `docker push` of the same Dockerfile and
 context. Prints seconds, the ratio to the plain build-and-push, and the bytes each uploaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import BIN, REPO, save, timed
@@ -46,18 +47,39 @@ def push_big_base(registry: LocalRegistry, megabytes: int) -> tuple[str, int]:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
         layer = gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
-        layers.append({"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
-                       "digest": client.upload("tensorflow/serving", layer)})
+        layers.append(
+            {
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "size": len(layer),
+                "digest": client.upload("tensorflow/serving", layer),
+            }
+        )
         diff_ids.append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"]},
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": []}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
-                   "digest": client.upload("tensorflow/serving", config)},
-        "layers": layers}).encode()
-    client.put_manifest("tensorflow/serving", "2.19.0", manifest, "application/vnd.docker.distribution.manifest.v2+json")
-    return f"{registry.host}/tensorflow/serving:2.19.0", sum(l["size"] for l in layers)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [],
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": len(config),
+                "digest": client.upload("tensorflow/serving", config),
+            },
+            "layers": layers,
+        }
+    ).encode()
+    client.put_manifest(
+        "tensorflow/serving", "2.19.0", manifest, "application/vnd.docker.distribution.manifest.v2+json"
+    )
+    return f"{registry.host}/tensorflow/serving:2.19.0", sum(layer["size"] for layer in layers)
 
 
 def main() -> None:
@@ -79,38 +101,72 @@ def main() -> None:
             target = f"{registry.host}/bench/canary-{builder}:v1"
             context = work / f"context-{builder}"
             started = time.perf_counter()
-            done = subprocess.run([str(BIN / "exporter"), "export", "--model", str(CANARY), "--format", "docker",
-                                   "--output", target, "--param", f"builder={builder}", "--json",
-                                   "--build-context", str(context)], capture_output=True, text=True, env=env)
+            done = subprocess.run(
+                [
+                    str(BIN / "exporter"),
+                    "export",
+                    "--model",
+                    str(CANARY),
+                    "--format",
+                    "docker",
+                    "--output",
+                    target,
+                    "--param",
+                    f"builder={builder}",
+                    "--json",
+                    "--build-context",
+                    str(context),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if done.returncode != 0:
                 raise SystemExit(done.stderr)
             answer = json.loads(done.stdout)
-            rows[builder] = {"seconds": time.perf_counter() - started, "publish": answer["seconds"]["publish"],
-                             "bytes": answer["report"]["image"].get("bytesUploaded")}
+            rows[builder] = {
+                "seconds": time.perf_counter() - started,
+                "publish": answer["seconds"]["publish"],
+                "bytes": answer["report"]["image"].get("bytesUploaded"),
+            }
         # The plain way, on the same context: docker build + docker push (the base not cached).
         client = engine.client()
         for image in client.images.list():
             client.images.remove(image.id, force=True)
         plain_target = f"{registry.host}/bench/canary-plain:v1"
         started = time.perf_counter()
-        for command in (["docker", "build", "-t", plain_target, str(work / "context-engine")],
-                        ["docker", "push", plain_target]):
+        for command in (
+            ["docker", "build", "-t", plain_target, str(work / "context-engine")],
+            ["docker", "push", plain_target],
+        ):
             subprocess.run(command, check=True, capture_output=True, env={**env, "DOCKER_BUILDKIT": "0"})
         plain = time.perf_counter() - started
     finally:
         engine.stop()
         registry.stop()
-    result = {"base_bytes": base_bytes, "plain_seconds": plain, "rows": rows,
-              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    lines = [f"Base of {base_bytes / 1e6:.0f} MB (random data), x86_64 image of the colour canary, one loopback registry.",
-             "", "| back end | publish s (push) | whole export s | x plain build+push | bytes uploaded |",
-             "| --- | --- | --- | --- | --- |"]
+    result = {
+        "base_bytes": base_bytes,
+        "plain_seconds": plain,
+        "rows": rows,
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    lines = [
+        f"Base of {base_bytes / 1e6:.0f} MB (random data), x86_64 image of the colour canary, one loopback registry.",
+        "",
+        "| back end | publish s (push) | whole export s | x plain build+push | bytes uploaded |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for builder, row in rows.items():
         uploaded = "-" if row["bytes"] is None else f"{row['bytes']:,}"
-        lines.append(f"| {builder} | {row['publish']:.2f} | {row['seconds']:.1f} | {row['publish'] / plain:.3f} | {uploaded} |")
+        lines.append(
+            f"| {builder} | {row['publish']:.2f} | {row['seconds']:.1f} | {row['publish'] / plain:.3f} | {uploaded} |"
+        )
     lines.append(f"| plain `docker build` + `docker push` | {plain:.2f} | - | 1.000 | - |")
-    lines += ["", "'publish' is the engine's own timing of building and pushing the image (the export's "
-                  "conversion and verification come before it and are the same for both back ends)."]
+    lines += [
+        "",
+        "'publish' is the engine's own timing of building and pushing the image (the export's "
+        "conversion and verification come before it and are the same for both back ends).",
+    ]
     save("docker-push", result, "\n".join(lines))
 
 

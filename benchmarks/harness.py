@@ -1,4 +1,5 @@
 """What the benchmark scripts share: running commands, the engine's export, the sample model."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,27 @@ def timed(command: list[str]) -> tuple[float, str]:
 
 def engine_export(model: Path, model_format: str, params: dict[str, str], out: Path) -> dict:
     """`exporter export` as a user runs it: wall seconds, stage seconds, folder and report."""
-    command = [str(BIN / "exporter"), "export", "--model", str(model), "--output", str(out),
-               "--format", model_format, "--json"]
+    command = [
+        str(BIN / "exporter"),
+        "export",
+        "--model",
+        str(model),
+        "--output",
+        str(out),
+        "--format",
+        model_format,
+        "--json",
+    ]
     for key, value in params.items():
         command += ["--param", f"{key}={value}"]
     wall, stdout = timed(command)
     answer = json.loads(stdout)
-    return {"wall": wall, "convert": answer["seconds"]["convert"], "dir": Path(answer["outputDir"]),
-            "report": answer["report"]}
+    return {
+        "wall": wall,
+        "convert": answer["seconds"]["convert"],
+        "dir": Path(answer["outputDir"]),
+        "report": answer["report"],
+    }
 
 
 def dir_size(path: Path) -> int:

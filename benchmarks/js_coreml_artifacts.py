@@ -9,14 +9,14 @@ predict on Linux, so no latency). Export time per artifact: the engine (`exporte
 its verification) against the stock `tensorflowjs_converter` command and the plain coremltools
 script stock_coreml_convert.py, both timed as whole commands (TensorFlow import counted).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
 
 from harness import BIN, REPO, dir_size, engine_export, sample_model, save, timed
 
@@ -28,7 +28,7 @@ def measure(model: Path, images: int) -> dict:
     from converters.browser import browser_predict
     from converters.node_runtime import tfjs_predict
     from converters.verification import make_reference
-    from exporter.model_source import read_model
+    from exporter.core.model_source import read_model
 
     source = read_model(model)
     inputs = make_reference(source, limit=images).inputs
@@ -36,31 +36,63 @@ def measure(model: Path, images: int) -> dict:
     rows = []
     for quantization, flags in TFJS_FLAGS.items():
         engine = engine_export(model, "tf_js", {"quantization": quantization}, work / "engine")
-        stock_wall, _ = timed([str(BIN / "tensorflowjs_converter"), "--input_format=tf_saved_model",
-                               "--signature_name=serving_default", "--saved_model_tags=serve", *flags,
-                               str(source.saved_model_dir), str(work / f"stock-{quantization}")])
+        stock_wall, _ = timed(
+            [
+                str(BIN / "tensorflowjs_converter"),
+                "--input_format=tf_saved_model",
+                "--signature_name=serving_default",
+                "--saved_model_tags=serve",
+                *flags,
+                str(source.saved_model_dir),
+                str(work / f"stock-{quantization}"),
+            ]
+        )
         _, node = tfjs_predict(engine["dir"], inputs)
         _, chromium = browser_predict(engine["dir"], inputs)
         check = engine["report"]["checks"]["verification"]
-        rows.append({
-            "artifact": f"tf_js {quantization}", "bytes": dir_size(engine["dir"]) - dir_size(engine["dir"] / "export_report.json"),
-            "node_ms": node["msPerImage"], "chromium_ms": chromium["msPerImage"],
-            "agreement": check["agreeing"] / check["decided"],
-            "engine_wall": engine["wall"], "stock_wall": stock_wall,
-        })
+        rows.append(
+            {
+                "artifact": f"tf_js {quantization}",
+                "bytes": dir_size(engine["dir"]) - dir_size(engine["dir"] / "export_report.json"),
+                "node_ms": node["msPerImage"],
+                "chromium_ms": chromium["msPerImage"],
+                "agreement": check["agreeing"] / check["decided"],
+                "engine_wall": engine["wall"],
+                "stock_wall": stock_wall,
+            }
+        )
     for model_type, precision in COREML:
         engine = engine_export(model, "core_ml", {"model_type": model_type, "precision": precision}, work / "engine")
         artifact = "model.mlpackage" if model_type == "mlprogram" else "model.mlmodel"
-        stock_wall, _ = timed([sys.executable, str(REPO / "benchmarks" / "stock_coreml_convert.py"),
-                               str(source.saved_model_dir), str(source.root / "dict.txt"), str(source.height),
-                               model_type, str(work / f"stock-{artifact}")])
-        rows.append({
-            "artifact": f"core_ml {model_type} {precision}", "bytes": dir_size(engine["dir"] / artifact),
-            "node_ms": None, "chromium_ms": None, "agreement": None,
-            "engine_wall": engine["wall"], "stock_wall": stock_wall,
-        })
-    return {"model": str(model), "input": f"{source.height}x{source.width}", "images": len(inputs),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows}
+        stock_wall, _ = timed(
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "stock_coreml_convert.py"),
+                str(source.saved_model_dir),
+                str(source.root / "dict.txt"),
+                str(source.height),
+                model_type,
+                str(work / f"stock-{artifact}"),
+            ]
+        )
+        rows.append(
+            {
+                "artifact": f"core_ml {model_type} {precision}",
+                "bytes": dir_size(engine["dir"] / artifact),
+                "node_ms": None,
+                "chromium_ms": None,
+                "agreement": None,
+                "engine_wall": engine["wall"],
+                "stock_wall": stock_wall,
+            }
+        )
+    return {
+        "model": str(model),
+        "input": f"{source.height}x{source.width}",
+        "images": len(inputs),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": rows,
+    }
 
 
 def markdown(result: dict) -> str:
@@ -82,9 +114,12 @@ def markdown(result: dict) -> str:
             f"| {agreement} | {row['engine_wall']:.1f} | {row['stock_wall']:.1f} "
             f"| {row['engine_wall'] / row['stock_wall']:.2f} |"
         )
-    lines += ["", "Export times are whole commands (TensorFlow import counted); the engine's include "
-                  "its verification (Node.js for tf_js, the spec checks for Core ML), which the stock "
-                  "tools do not do."]
+    lines += [
+        "",
+        "Export times are whole commands (TensorFlow import counted); the engine's include "
+        "its verification (Node.js for tf_js, the spec checks for Core ML), which the stock "
+        "tools do not do.",
+    ]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ imports the colour-canary sample model, then sends --rate requests per second fo
 rest poll operations. Prints and saves p50/p99 latency of POST :export and GET operation, the
 requests lost (no answer within 10 s) and the 5xx answers, against the goals.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,10 @@ import statistics
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-
 from harness import BIN, REPO, save, timed
 
 CANARY = REPO / ".cache" / "benchmark-models" / "canary"
@@ -34,12 +34,23 @@ GOALS = {"post_p99_ms": 50.0, "get_p99_ms": 20.0}
 
 
 def start_server(data: Path, outputs: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "EXPORTER_DATA_DIR": str(data), "EXPORTER_IMPORT_ROOTS": json.dumps([str(CANARY.parent)]),
-           "EXPORTER_OUTPUT_ROOTS": json.dumps([str(outputs)]), "EXPORTER_WORKERS": "2",
-           "EXPORTER_MAX_ACTIVE_EXPORTS_PER_PRINCIPAL": "100000", "EXPORTER_MAX_QUEUE": "100000",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen([str(BIN / "exporter"), "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "EXPORTER_DATA_DIR": str(data),
+        "EXPORTER_IMPORT_ROOTS": json.dumps([str(CANARY.parent)]),
+        "EXPORTER_OUTPUT_ROOTS": json.dumps([str(outputs)]),
+        "EXPORTER_WORKERS": "2",
+        "EXPORTER_MAX_ACTIVE_EXPORTS_PER_PRINCIPAL": "100000",
+        "EXPORTER_MAX_QUEUE": "100000",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+    process = subprocess.Popen(
+        [str(BIN / "exporter"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -93,11 +104,23 @@ async def run_load(base: str, outputs: Path, rate: int, seconds: int, clients: i
         return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else float("nan")
 
     return {
-        "sent": rate * seconds, "seconds": elapsed, "achieved_rate": rate * seconds / elapsed,
-        "post": {"count": len(results["post"]), "p50_ms": percentile(results["post"], 50),
-                 "p99_ms": percentile(results["post"], 99), "lost": lost["post"], "5xx": server_errors["post"]},
-        "get": {"count": len(results["get"]), "p50_ms": percentile(results["get"], 50),
-                "p99_ms": percentile(results["get"], 99), "lost": lost["get"], "5xx": server_errors["get"]},
+        "sent": rate * seconds,
+        "seconds": elapsed,
+        "achieved_rate": rate * seconds / elapsed,
+        "post": {
+            "count": len(results["post"]),
+            "p50_ms": percentile(results["post"], 50),
+            "p99_ms": percentile(results["post"], 99),
+            "lost": lost["post"],
+            "5xx": server_errors["post"],
+        },
+        "get": {
+            "count": len(results["get"]),
+            "p50_ms": percentile(results["get"], 50),
+            "p99_ms": percentile(results["get"], 99),
+            "lost": lost["get"],
+            "5xx": server_errors["get"],
+        },
         "exports_created": len(operations),
     }
 
@@ -112,11 +135,16 @@ def markdown(result: dict) -> str:
         "| request | count | p50 ms | p99 ms | lost | 5xx | goal (p99) | met |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for kind, label, goal in (("post", "POST :export", GOALS["post_p99_ms"]), ("get", "GET operation", GOALS["get_p99_ms"])):
+    for kind, label, goal in (
+        ("post", "POST :export", GOALS["post_p99_ms"]),
+        ("get", "GET operation", GOALS["get_p99_ms"]),
+    ):
         row = load[kind]
         met = row["p99_ms"] < goal and row["lost"] == 0 and row["5xx"] == 0
-        lines.append(f"| {label} | {row['count']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['lost']} | "
-                     f"{row['5xx']} | < {goal:.0f} ms, 0 lost, 0 5xx | {'yes' if met else 'NO'} |")
+        lines.append(
+            f"| {label} | {row['count']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['lost']} | "
+            f"{row['5xx']} | < {goal:.0f} ms, 0 lost, 0 5xx | {'yes' if met else 'NO'} |"
+        )
     return "\n".join(lines)
 
 
@@ -137,17 +165,29 @@ def main() -> None:
     server = start_server(work / "data", outputs, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        imported = httpx.post(f"{base}/v1beta1/{PARENT}/models:import", timeout=60,
-                              json={"sourceUri": str(CANARY), "modelId": "canary"})
+        imported = httpx.post(
+            f"{base}/v1beta1/{PARENT}/models:import", timeout=60, json={"sourceUri": str(CANARY), "modelId": "canary"}
+        )
         imported.raise_for_status()
         load = asyncio.run(run_load(base, outputs, args.rate, args.seconds, args.clients))
-        done = httpx.get(f"{base}/v1beta1/{PARENT}/operations", params={"filter": "done=true", "pageSize": 1000},
-                         timeout=60).json().get("operations", [])
+        done = (
+            httpx.get(
+                f"{base}/v1beta1/{PARENT}/operations", params={"filter": "done=true", "pageSize": 1000}, timeout=60
+            )
+            .json()
+            .get("operations", [])
+        )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    result = {"rate": args.rate, "seconds_asked": args.seconds, "clients": args.clients, "load": load,
-              "exports_done": len(done), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    result = {
+        "rate": args.rate,
+        "seconds_asked": args.seconds,
+        "clients": args.clients,
+        "load": load,
+        "exports_done": len(done),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     save("service-load", result, markdown(result))
 
 

@@ -5,6 +5,7 @@
 Converts the serving_default function with an RGB image input (scale 1, for a model that takes
 0..255 as the sample models do) and a classifier config. Prints the seconds as JSON.
 """
+
 import json
 import sys
 import time
@@ -21,7 +22,9 @@ function = loaded.signatures["serving_default"]
 name = next(iter(function.structured_input_signature[1]))
 labels = open(labels_file).read().split()
 model = ct.convert(
-    [function], source="tensorflow", convert_to=model_type,
+    [function],
+    source="tensorflow",
+    convert_to=model_type,
     inputs=[ct.ImageType(name=name, shape=(1, size, size, 3), color_layout=ct.colorlayout.RGB)],
     classifier_config=ct.ClassifierConfig(labels),
 )

@@ -6,6 +6,7 @@ MODE is float32, float16, dynamic_range, uint8 or int8. The representative datas
 first 100 calibration images, resized to SIZExSIZE, as raw 0..255 pixels (right for a model that
 takes 0..255, as the sample models do). Prints the import and conversion seconds as JSON.
 """
+
 import json
 import sys
 import time

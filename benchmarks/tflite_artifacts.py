@@ -11,6 +11,7 @@ stock_tflite_convert.py, both as whole commands (TensorFlow import counted) and 
 alone (import not counted). Ratios are against baselines measured in the same run. Writes JSON
 and Markdown into benchmarks/results/ and prints the Markdown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,10 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-
 from harness import REPO, dir_size, engine_export, sample_model, save, timed
 
 MODES = ("float32", "float16", "dynamic_range", "uint8", "int8")
@@ -38,8 +38,17 @@ GOALS = (
 
 
 def stock_export(saved_model: Path, calibration: Path, size: int, mode: str, out: Path) -> dict:
-    wall, stdout = timed([sys.executable, str(REPO / "benchmarks" / "stock_tflite_convert.py"),
-                          str(saved_model), mode, str(calibration), str(size), str(out)])
+    wall, stdout = timed(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "stock_tflite_convert.py"),
+            str(saved_model),
+            mode,
+            str(calibration),
+            str(size),
+            str(out),
+        ]
+    )
     return {"wall": wall, "convert": json.loads(stdout)["convert_seconds"]}
 
 
@@ -63,8 +72,9 @@ def tflite_latency(path: Path, threads: int, image: np.ndarray, runs: int) -> fl
 
 def savedmodel_latency(saved_model: Path, threads: int, image_file: Path, runs: int) -> float:
     """In a fresh process: TensorFlow's thread pools are fixed at start."""
-    _, stdout = timed([sys.executable, __file__, "--tf-latency", str(saved_model), str(threads),
-                       str(image_file), str(runs)])
+    _, stdout = timed(
+        [sys.executable, __file__, "--tf-latency", str(saved_model), str(threads), str(image_file), str(runs)]
+    )
     return float(stdout.strip())
 
 
@@ -81,7 +91,7 @@ def _tf_latency_main(saved_model: str, threads: str, image_file: str, runs: str)
 
 def measure(model: Path, runs: int) -> dict:
     from converters.verification import make_reference
-    from exporter.model_source import read_model
+    from exporter.core.model_source import read_model
 
     source = read_model(model)
     reference = make_reference(source)
@@ -91,7 +101,9 @@ def measure(model: Path, runs: int) -> dict:
 
     rows: dict[str, dict] = {
         "savedmodel": {
-            "artifact": "SavedModel", "runtime": "tensorflow", "bytes": dir_size(source.saved_model_dir),
+            "artifact": "SavedModel",
+            "runtime": "tensorflow",
+            "bytes": dir_size(source.saved_model_dir),
             "latency_1": savedmodel_latency(source.saved_model_dir, 1, work / "image.npy", runs),
             "latency_2": savedmodel_latency(source.saved_model_dir, 2, work / "image.npy", runs),
             "agreement": 1.0,
@@ -100,27 +112,36 @@ def measure(model: Path, runs: int) -> dict:
     }
     for mode in MODES:
         engine = engine_export(model, "tflite", {"quantization": mode}, work / "engine")
-        stock = stock_export(source.saved_model_dir, source.calibration_dir, source.height, mode,
-                             work / f"stock-{mode}.tflite")
+        stock = stock_export(
+            source.saved_model_dir, source.calibration_dir, source.height, mode, work / f"stock-{mode}.tflite"
+        )
         check = engine["report"]["checks"]["verification"]
         tflite = engine["dir"] / "model.tflite"
         rows[mode] = {
-            "artifact": f"tflite {mode}", "runtime": "ai_edge_litert", "bytes": tflite.stat().st_size,
+            "artifact": f"tflite {mode}",
+            "runtime": "ai_edge_litert",
+            "bytes": tflite.stat().st_size,
             "latency_1": tflite_latency(tflite, 1, image, runs),
             "latency_2": tflite_latency(tflite, 2, image, runs),
             "agreement": check["agreeing"] / check["decided"],
             "accuracy": check["artifact_accuracy"],
-            "engine_wall": engine["wall"], "stock_wall": stock["wall"],
-            "engine_convert": engine["convert"], "stock_convert": stock["convert"],
+            "engine_wall": engine["wall"],
+            "stock_wall": stock["wall"],
+            "engine_convert": engine["convert"],
+            "stock_convert": stock["convert"],
         }
     base = rows["float32"]
     for row in rows.values():
         row["size_ratio"] = row["bytes"] / base["bytes"]
         row["latency_ratio_1"] = row["latency_1"] / base["latency_1"]
     return {
-        "model": str(model), "input": f"{source.height}x{source.width}", "runs": runs,
-        "heldout_images": len(reference.images), "cpus": os.cpu_count(),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows,
+        "model": str(model),
+        "input": f"{source.height}x{source.width}",
+        "runs": runs,
+        "heldout_images": len(reference.images),
+        "cpus": os.cpu_count(),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": rows,
         "goals": {name: bool(check(rows)) for name, check in GOALS},
     }
 

@@ -6,6 +6,7 @@ another registry: every base byte travels, gigabytes for the GPU base), upload o
 with the model and labels, write the new config (env, ports, labels, history, diff_ids), and
 write the manifest last, so a failed push never leaves the tag pointing at a half image.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -13,11 +14,13 @@ import hashlib
 import io
 import json
 import tarfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from containers.image_builder import ImageBuilder
 from containers.recipe import LABELS_PATH, MODEL_DIR, PORTS, Recipe
 from containers.registry import ImageRef, RegistryClient, digest_of
+from exporter.core.errors import Code, ExportError
 
 LAYER_TYPES = {
     "application/vnd.oci.image.manifest.v1+json": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -33,6 +36,7 @@ def model_layer(context: Path) -> tuple[bytes, str]:
     """The gzip layer holding the model and labels (fixed times: the same export, the same bytes)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
         def add(path: Path, name: str) -> None:
             info = tar.gettarinfo(str(path), arcname=name)
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
@@ -61,50 +65,61 @@ def new_config(base: dict, recipe: Recipe, diff_id: str) -> dict:
     settings["ExposedPorts"] = {**(settings.get("ExposedPorts") or {}), **{p: {} for p in PORTS}}
     settings["Labels"] = {**(settings.get("Labels") or {}), **recipe.labels}
     config["rootfs"]["diff_ids"] = [*config["rootfs"]["diff_ids"], diff_id]
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     config["created"] = now
-    config["history"] = [*(config.get("history") or []),
-                         {"created": now, "created_by": f"automl-export-engine: COPY model /{MODEL_DIR}"}]
+    config["history"] = [
+        *(config.get("history") or []),
+        {"created": now, "created_by": f"automl-export-engine: COPY model /{MODEL_DIR}"},
+    ]
     return config
 
 
-def push(context: Path, recipe: Recipe, target: ImageRef) -> dict:
-    """Build the image from the base and the build context, push it; the push's facts."""
-    base = ImageRef.parse(recipe.base)
-    source = RegistryClient(base.registry)
-    destination = source if base.registry == target.registry else RegistryClient(target.registry)
-    manifest, media_type = source.manifest(base.repository, base.tag)
-    if media_type not in LAYER_TYPES:
-        from exporter.errors import Code, ExportError
+class DaemonlessBuilder(ImageBuilder):
+    name = "daemonless"
 
-        raise ExportError(Code.FAILED_PRECONDITION, f"base image manifest type {media_type} is not supported")
-    mounted, copied, present = 0, 0, 0
-    for descriptor in [manifest["config"], *manifest["layers"]]:
-        digest = descriptor["digest"]
-        if destination.has_blob(target.repository, digest):
-            present += 1
-            continue
-        if destination is source and destination.mount(target.repository, digest, base.repository):
-            mounted += 1
-            continue
-        destination.upload(target.repository, source.blob(base.repository, digest))
-        copied += 1
-    base_config = json.loads(source.blob(base.repository, manifest["config"]["digest"]))
-    layer, diff_id = model_layer(context)
-    layer_digest = destination.upload(target.repository, layer)
-    config = json.dumps(new_config(base_config, recipe, diff_id), separators=(",", ":")).encode()
-    config_digest = destination.upload(target.repository, config)
-    image = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "config": {"mediaType": CONFIG_TYPES[media_type], "size": len(config), "digest": config_digest},
-        "layers": [*manifest["layers"], {"mediaType": LAYER_TYPES[media_type], "size": len(layer),
-                                         "digest": layer_digest}],
-    }
-    body = json.dumps(image, separators=(",", ":")).encode()
-    digest = destination.put_manifest(target.repository, target.tag, body, media_type)  # last
-    return {
-        "backend": "daemonless", "image": str(target), "digest": digest or digest_of(body), "base": recipe.base,
-        "baseBlobsMounted": mounted, "baseBlobsCopied": copied, "baseBlobsAlreadyThere": present,
-        "bytesUploaded": destination.uploaded_bytes, "modelLayerBytes": len(layer),
-    }
+    def push(self, context: Path, recipe: Recipe, target: ImageRef) -> dict:
+        """Build the image from the base and the build context, push it; the push's facts."""
+        base = ImageRef.parse(recipe.base)
+        source = RegistryClient(base.registry)
+        destination = source if base.registry == target.registry else RegistryClient(target.registry)
+        manifest, media_type = source.manifest(base.repository, base.reference, recipe.os, recipe.architecture)
+        if media_type not in LAYER_TYPES:
+            raise ExportError(Code.FAILED_PRECONDITION, f"base image manifest type {media_type} is not supported")
+        mounted, copied, present = 0, 0, 0
+        for descriptor in [manifest["config"], *manifest["layers"]]:
+            digest = descriptor["digest"]
+            if destination.has_blob(target.repository, digest):
+                present += 1
+                continue
+            if destination is source and destination.mount(target.repository, digest, base.repository):
+                mounted += 1
+                continue
+            destination.upload(target.repository, source.blob(base.repository, digest))
+            copied += 1
+        base_config = json.loads(source.blob(base.repository, manifest["config"]["digest"]))
+        layer, diff_id = model_layer(context)
+        layer_digest = destination.upload(target.repository, layer)
+        config = json.dumps(new_config(base_config, recipe, diff_id), separators=(",", ":")).encode()
+        config_digest = destination.upload(target.repository, config)
+        image = {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {"mediaType": CONFIG_TYPES[media_type], "size": len(config), "digest": config_digest},
+            "layers": [
+                *manifest["layers"],
+                {"mediaType": LAYER_TYPES[media_type], "size": len(layer), "digest": layer_digest},
+            ],
+        }
+        body = json.dumps(image, separators=(",", ":")).encode()
+        digest = destination.put_manifest(target.repository, target.tag, body, media_type)  # last
+        return {
+            "backend": "daemonless",
+            "image": str(target),
+            "digest": digest or digest_of(body),
+            "base": recipe.base,
+            "baseBlobsMounted": mounted,
+            "baseBlobsCopied": copied,
+            "baseBlobsAlreadyThere": present,
+            "bytesUploaded": destination.uploaded_bytes,
+            "modelLayerBytes": len(layer),
+        }

@@ -5,15 +5,17 @@ memory; the build and push streams are read for errors, and the pushed digest co
 push's final status. The engine is ``DOCKER_HOST`` or the default socket; registry credentials
 come from the usual docker config, as the docker CLI uses them.
 """
+
 from __future__ import annotations
 
 import io
 import tarfile
 from pathlib import Path
 
-from containers.recipe import Recipe
+from containers.image_builder import ImageBuilder
+from containers.recipe import CONTEXT_FILES, Recipe
 from containers.registry import ImageRef
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 
 def engine_client():
@@ -28,6 +30,21 @@ def engine_client():
         return None
 
 
+class EngineBuilder(ImageBuilder):
+    name = "engine"
+
+    def __init__(self, client):
+        self.client = client
+
+    @classmethod
+    def reachable(cls) -> EngineBuilder | None:
+        client = engine_client()
+        return cls(client) if client is not None else None
+
+    def push(self, context: Path, recipe: Recipe, target: ImageRef) -> dict:
+        return build_and_push(self.client, context, recipe, target)
+
+
 def build_context(context: Path, recipe: Recipe) -> io.BytesIO:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
@@ -35,8 +52,8 @@ def build_context(context: Path, recipe: Recipe) -> io.BytesIO:
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(dockerfile)
         tar.addfile(info, io.BytesIO(dockerfile))
-        tar.add(str(context / "model"), arcname="model")
-        tar.add(str(context / "dict.txt"), arcname="dict.txt")
+        for name in CONTEXT_FILES:
+            tar.add(str(context / name), arcname=name)
     buffer.seek(0)
     return buffer
 
@@ -62,12 +79,20 @@ def _stream_errors(stream, doing: str) -> list[dict]:
 
 def build_and_push(client, context: Path, recipe: Recipe, target: ImageRef) -> dict:
     reference = str(target)
-    stream = client.api.build(fileobj=build_context(context, recipe), custom_context=True, tag=reference,
-                              rm=True, forcerm=True, decode=True)
+    stream = client.api.build(
+        fileobj=build_context(context, recipe),
+        custom_context=True,
+        tag=reference,
+        platform=recipe.platform,
+        rm=True,
+        forcerm=True,
+        decode=True,
+    )
     _stream_errors(stream, f"docker build of {reference}")
     repository = reference.rsplit(":", 1)[0]
-    pushed = _stream_errors(client.api.push(repository, tag=target.tag, stream=True, decode=True),
-                            f"docker push of {reference}")
+    pushed = _stream_errors(
+        client.api.push(repository, tag=target.tag, stream=True, decode=True), f"docker push of {reference}"
+    )
     digest = next((c["aux"]["Digest"] for c in reversed(pushed) if "Digest" in c.get("aux", {})), None)
     if digest is None:
         raise ExportError(Code.INTERNAL, f"docker push of {reference} reported no digest")

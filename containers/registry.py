@@ -6,6 +6,7 @@ its blobs, upload a layer and a config, write a manifest. Auth follows the regis
 the realm for the scope asked). Transient failures (connection errors, 429, 5xx) are retried
 with backoff. Registries on loopback, or named in ``EXPORTER_INSECURE_REGISTRIES``, use http.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -30,29 +31,82 @@ INDEX_TYPES = MANIFEST_TYPES[:2]
 RETRIES = 4
 
 
+# Docker Hub, as the Docker CLI names it and where its registry API is served
+# (distribution/reference's normalize.go: defaultDomain, legacyDefaultDomain, officialRepoPrefix).
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"  # where `docker login` keeps its credentials
+# The OCI distribution grammar (distribution/reference's regexp.go).
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(?::[0-9]+)?$|^\[[0-9A-Fa-f:]+\](?::[0-9]+)?$"
+)
+
+
 @dataclass(frozen=True)
 class ImageRef:
+    """An image reference normalized as the Docker CLI does: registry, repository, tag, digest."""
+
     registry: str
     repository: str
     tag: str
+    digest: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "ImageRef":
-        name, tag = text, "latest"
-        last = text.rsplit("/", 1)[-1]
+    def parse(cls, text: str) -> ImageRef:
+        """``[HOST[:PORT]/]PATH[:TAG][@sha256:HEX]``. The first part is a registry host only when
+        it has a ``.``, a ``:`` or an upper-case letter, or is ``localhost``; otherwise the image
+        is on Docker Hub, where a one-part path is an official image under ``library/``."""
+
+        def invalid(why: str) -> ExportError:
+            return ExportError(Code.INVALID_ARGUMENT, f"image reference {text!r}: {why}")
+
+        name, _, digest = text.partition("@")
+        if digest and not _DIGEST.match(digest):
+            raise invalid("a digest must be sha256: and 64 lowercase hex digits")
+        tag = "latest"
+        last = name.rsplit("/", 1)[-1]
         if ":" in last:
-            name, tag = text.rsplit(":", 1)
-        registry, _, repository = name.partition("/")
-        if not repository or ("." not in registry and ":" not in registry and registry != "localhost"):
-            raise ExportError(Code.INVALID_ARGUMENT, f"{text!r} does not name a registry host (HOST/REPOSITORY[:TAG])")
-        return cls(registry, repository, tag)
+            name, tag = name.rsplit(":", 1)
+            if not _TAG.match(tag):
+                raise invalid(f"{tag!r} is not a valid tag")
+        first, _, rest = name.partition("/")
+        # A first part with an upper-case letter is a host too: repositories are lowercase.
+        if rest and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+            if not _HOST.match(first):
+                raise invalid(f"{first!r} is not a registry host")
+            registry, repository = first, rest
+        else:
+            registry, repository = DOCKER_HUB, name
+        if registry in DOCKER_HUB_ALIASES:
+            registry = DOCKER_HUB
+            if "/" not in repository:
+                repository = f"library/{repository}"
+        if not _REPOSITORY.match(repository):
+            raise invalid("the repository must be lowercase path parts of letters, digits and . _ - separators")
+        return cls(registry, repository, tag, digest or None)
+
+    @property
+    def reference(self) -> str:
+        """What to ask the registry for: the digest when there is one, else the tag."""
+        return self.digest or self.tag
 
     def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}:{self.tag}"
+        return f"{self.registry}/{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
 
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def endpoint(registry: str) -> str:
+    """The host that serves a registry's HTTP API (Docker Hub's is not docker.io itself)."""
+    return DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
 
 
 def _scheme(registry: str) -> str:
@@ -66,20 +120,37 @@ def docker_config_credentials(registry: str) -> tuple[str, str] | None:
 
     path = os.path.join(os.environ.get("DOCKER_CONFIG", os.path.expanduser("~/.docker")), "config.json")
     try:
-        auths = json.load(open(path)).get("auths", {})
+        with open(path) as handle:
+            auths = json.load(handle).get("auths", {})
     except (OSError, ValueError):
         return None
-    entry = auths.get(registry) or auths.get(f"https://{registry}") or auths.get(f"http://{registry}")
+    names = [registry, f"https://{registry}", f"http://{registry}"]
+    if registry == DOCKER_HUB:
+        names = [DOCKER_HUB_CONFIG_KEY, *DOCKER_HUB_ALIASES, *(f"https://{a}" for a in DOCKER_HUB_ALIASES)]
+    entry = next((auths[name] for name in names if name in auths), None)
     if not entry or "auth" not in entry:
         return None
     user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
     return user, password
 
 
+def unreachable(registry: str, error: Exception) -> ExportError:
+    if registry == DOCKER_HUB:
+        return ExportError(
+            Code.UNAVAILABLE,
+            (
+                f"Docker Hub ({DOCKER_HUB_ENDPOINT}) is unreachable: {error}. The serving base images default to "
+                f"Docker Hub; point EXPORTER_SERVING_BASE_CPU / EXPORTER_SERVING_BASE_GPU at a mirror or a "
+                f"registry of your own"
+            ),
+        )
+    return ExportError(Code.UNAVAILABLE, f"registry {registry} unreachable: {error}")
+
+
 class RegistryClient:
     def __init__(self, registry: str, credentials: tuple[str, str] | None = None):
         self.registry = registry
-        self.base = f"{_scheme(registry)}://{registry}"
+        self.base = f"{_scheme(registry)}://{endpoint(registry)}"
         self.credentials = credentials if credentials is not None else docker_config_credentials(registry)
         self.http = httpx.Client(timeout=60, follow_redirects=True)
         self.tokens: dict[str, str] = {}
@@ -98,8 +169,9 @@ class RegistryClient:
             auth = httpx.BasicAuth(*self.credentials) if self.credentials else None
             answer = self.http.get(fields["realm"], params=params, auth=auth)
             if answer.status_code != 200:
-                raise ExportError(Code.PERMISSION_DENIED,
-                                  f"the token service of {self.registry} refused: HTTP {answer.status_code}")
+                raise ExportError(
+                    Code.PERMISSION_DENIED, f"the token service of {self.registry} refused: HTTP {answer.status_code}"
+                )
             body = answer.json()
             return "Bearer " + (body.get("token") or body.get("access_token", ""))
         return None
@@ -114,8 +186,8 @@ class RegistryClient:
                 response = self.http.request(method, url, headers=headers, **kwargs)
             except httpx.TransportError as error:
                 if attempt == RETRIES - 1:
-                    raise ExportError(Code.UNAVAILABLE, f"registry {self.registry} unreachable: {error}") from None
-                time.sleep(0.5 * 2 ** attempt)
+                    raise unreachable(self.registry, error) from None
+                time.sleep(0.5 * 2**attempt)
                 continue
             if response.status_code == 401 and scope not in self.tokens:
                 authorization = self._authorize(response.headers.get("www-authenticate", ""), scope)
@@ -123,7 +195,7 @@ class RegistryClient:
                     self.tokens[scope] = authorization
                     continue
             if response.status_code in (429, 502, 503, 504) and attempt < RETRIES - 1:
-                time.sleep(0.5 * 2 ** attempt)
+                time.sleep(0.5 * 2**attempt)
                 continue
             return response
         return response
@@ -132,25 +204,39 @@ class RegistryClient:
         if response.status_code < 400:
             return response
         code = {401: Code.PERMISSION_DENIED, 403: Code.PERMISSION_DENIED, 404: Code.NOT_FOUND}.get(
-            response.status_code, Code.UNAVAILABLE if response.status_code >= 500 else Code.FAILED_PRECONDITION)
+            response.status_code, Code.UNAVAILABLE if response.status_code >= 500 else Code.FAILED_PRECONDITION
+        )
         raise ExportError(code, f"{doing} on {self.registry}: HTTP {response.status_code} {response.text[:200]}")
 
     # Reading ------------------------------------------------------------------------------
-    def manifest(self, repository: str, reference: str) -> tuple[dict, str]:
-        """The image manifest (linux/amd64 chosen from an index) and its media type."""
+    def manifest(
+        self, repository: str, reference: str, os: str = "linux", architecture: str = "amd64"
+    ) -> tuple[dict, str]:
+        """The image manifest (the platform's, chosen from an index) and its media type."""
         scope = f"repository:{repository}:pull"
-        response = self._check(self.request("GET", f"/v2/{repository}/manifests/{reference}", scope,
-                                            headers={"Accept": ", ".join(MANIFEST_TYPES)}),
-                               f"reading the manifest of {repository}:{reference}")
+        response = self._check(
+            self.request(
+                "GET", f"/v2/{repository}/manifests/{reference}", scope, headers={"Accept": ", ".join(MANIFEST_TYPES)}
+            ),
+            f"reading the manifest of {repository}:{reference}",
+        )
         manifest = response.json()
         media_type = manifest.get("mediaType") or response.headers.get("content-type", "").split(";")[0]
         if media_type in INDEX_TYPES:
-            chosen = next((m for m in manifest["manifests"]
-                           if m.get("platform", {}).get("os") == "linux"
-                           and m.get("platform", {}).get("architecture") == "amd64"), None)
+            chosen = next(
+                (
+                    m
+                    for m in manifest["manifests"]
+                    if m.get("platform", {}).get("os") == os
+                    and m.get("platform", {}).get("architecture") == architecture
+                ),
+                None,
+            )
             if chosen is None:
-                raise ExportError(Code.FAILED_PRECONDITION, f"{repository}:{reference} has no linux/amd64 image")
-            return self.manifest(repository, chosen["digest"])
+                raise ExportError(
+                    Code.FAILED_PRECONDITION, f"{repository}:{reference} has no {os}/{architecture} image"
+                )
+            return self.manifest(repository, chosen["digest"], os, architecture)
         return manifest, media_type
 
     def blob(self, repository: str, digest: str) -> bytes:
@@ -165,8 +251,9 @@ class RegistryClient:
     def mount(self, repository: str, digest: str, source_repository: str) -> bool:
         """Cross-repository mount within this registry; False when the registry declined."""
         scope = f"repository:{repository}:pull,push repository:{source_repository}:pull"
-        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope,
-                                params={"mount": digest, "from": source_repository})
+        response = self.request(
+            "POST", f"/v2/{repository}/blobs/uploads/", scope, params={"mount": digest, "from": source_repository}
+        )
         if response.status_code == 201:
             return True
         self._check(response, f"mounting {digest[:19]} into {repository}")
@@ -177,21 +264,36 @@ class RegistryClient:
         if self.has_blob(repository, digest):
             return digest
         scope = f"repository:{repository}:pull,push"
-        start = self._check(self.request("POST", f"/v2/{repository}/blobs/uploads/", scope),
-                            f"starting an upload to {repository}")
+        start = self._check(
+            self.request("POST", f"/v2/{repository}/blobs/uploads/", scope), f"starting an upload to {repository}"
+        )
         location = start.headers["location"]
         if not location.startswith("http"):
             location = f"{self.base}{location}"
         separator = "&" if "?" in location else "?"
-        self._check(self.request("PUT", f"{location}{separator}digest={digest}", scope, content=data,
-                                 headers={"Content-Type": "application/octet-stream"}),
-                    f"uploading {digest[:19]} to {repository}")
+        self._check(
+            self.request(
+                "PUT",
+                f"{location}{separator}digest={digest}",
+                scope,
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            ),
+            f"uploading {digest[:19]} to {repository}",
+        )
         self.uploaded_bytes += len(data)
         return digest
 
     def put_manifest(self, repository: str, tag: str, manifest: bytes, media_type: str) -> str:
         scope = f"repository:{repository}:pull,push"
-        response = self._check(self.request("PUT", f"/v2/{repository}/manifests/{tag}", scope, content=manifest,
-                                            headers={"Content-Type": media_type}),
-                               f"writing the manifest {repository}:{tag}")
+        response = self._check(
+            self.request(
+                "PUT",
+                f"/v2/{repository}/manifests/{tag}",
+                scope,
+                content=manifest,
+                headers={"Content-Type": media_type},
+            ),
+            f"writing the manifest {repository}:{tag}",
+        )
         return response.headers.get("docker-content-digest") or digest_of(manifest)

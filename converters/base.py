@@ -4,19 +4,21 @@ A converter is two plain steps around one format's row of the table: ``convert``
 artifact files into a folder, ``verify`` runs them in a real runtime against the source model.
 Neither knows of HTTP, jobs or buckets.
 """
+
 from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from converters.formats import FormatRow, format_row
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
+from exporter.core.formats import FormatRow, format_row
 
 if TYPE_CHECKING:
     from converters.verification import Reference, Verification
-    from exporter.model_source import ModelSource
+    from exporter.core.model_source import ModelSource
 
 
 class Converter(abc.ABC):
@@ -29,6 +31,13 @@ class Converter(abc.ABC):
     def name(self) -> str:
         return self.row.name
 
+    @property
+    def foundation(self) -> Converter:
+        """The converter of the format this one builds on (the row's ``builds_on``)."""
+        if self.row.builds_on is None:
+            raise TypeError(f"{self.name} builds on no other format")
+        return REGISTRY[self.row.builds_on]
+
     # The heavy libraries the converter imports, loaded during the export's load stage so that
     # the convert stage times the conversion itself.
     libraries: tuple[str, ...] = ()
@@ -38,13 +47,13 @@ class Converter(abc.ABC):
             importlib.import_module(library)
 
     @abc.abstractmethod
-    def convert(self, source: "ModelSource", workdir: Path, params: dict[str, str]) -> list[Path]:
+    def convert(self, source: ModelSource, workdir: Path, params: dict[str, str]) -> list[Path]:
         """Write the artifact files into `workdir`; return them."""
 
     @abc.abstractmethod
     def verify(
-        self, source: "ModelSource", workdir: Path, params: dict[str, str], reference: "Reference"
-    ) -> dict[str, "Verification"]:
+        self, source: ModelSource, workdir: Path, params: dict[str, str], reference: Reference
+    ) -> dict[str, Verification]:
         """Run the artifact in `workdir` on the reference images and compare with the source.
 
         Returns the checks by name; ``verification`` is the one every format has.
@@ -56,9 +65,7 @@ def library_failure(library: str, error: Exception) -> ExportError:
     text = " ".join(str(error).split())
     if len(text) > 400:
         text = text[:400] + " ..."
-    return ExportError(
-        Code.FAILED_PRECONDITION, f"{library} cannot convert this model: {type(error).__name__}: {text}"
-    )
+    return ExportError(Code.FAILED_PRECONDITION, f"{library} cannot convert this model: {type(error).__name__}: {text}")
 
 
 REGISTRY: dict[str, Converter] = {}

@@ -4,6 +4,7 @@ A page served on loopback loads TensorFlow.js with the wasm backend and either r
 model or AutoML's own loader, ``@tensorflow/tfjs-automl``'s ``loadImageClassification``, which
 reads ``dict.txt`` beside ``model.json``. Used by the tests and the benchmark, not by every export.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.node_runtime import node_modules
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 PAGE = Path(__file__).resolve().parent / "js" / "page.html"
 LIBRARIES = {
@@ -65,8 +66,9 @@ def browser_page(model_dir: Path):
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
-        raise ExportError(Code.FAILED_PRECONDITION,
-                          f"no Chromium at {CHROMIUM}: install Debian's chromium ('make setup' does)")
+        raise ExportError(
+            Code.FAILED_PRECONDITION, f"no Chromium at {CHROMIUM}: install Debian's chromium ('make setup' does)"
+        )
     with served(model_dir) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
@@ -89,16 +91,16 @@ def browser_predict(model_dir: Path, inputs: np.ndarray) -> tuple[np.ndarray, di
     """Scores [N, C] of the tfjs graph model on normalized inputs, in headless Chromium (wasm)."""
     count, height, width, _ = inputs.shape
     with browser_page(model_dir) as page:
-        result = page.evaluate("([b, n, h, w]) => predictGraph(b, n, h, w)",
-                               [_encoded(inputs), count, height, width])
+        result = page.evaluate("([b, n, h, w]) => predictGraph(b, n, h, w)", [_encoded(inputs), count, height, width])
     return np.asarray(result["scores"], dtype=np.float32), {
-        "backend": result["backend"], "msPerImage": result["msPerImage"]}
+        "backend": result["backend"],
+        "msPerImage": result["msPerImage"],
+    }
 
 
 def automl_classify(model_dir: Path, pixels: np.ndarray) -> tuple[list[str], str]:
     """Top labels from @tensorflow/tfjs-automl's loadImageClassification on 0..255 pixels."""
     count, height, width, _ = pixels.shape
     with browser_page(model_dir) as page:
-        result = page.evaluate("([b, n, h, w]) => classifyAutoML(b, n, h, w)",
-                               [_encoded(pixels), count, height, width])
+        result = page.evaluate("([b, n, h, w]) => classifyAutoML(b, n, h, w)", [_encoded(pixels), count, height, width])
     return result["top"], result["backend"]

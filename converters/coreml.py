@@ -7,6 +7,7 @@ per-channel std cannot be expressed and is refused. The classifier carries the l
 checks the saved spec for real and loads the model back; numerical parity runs only where Core ML
 can predict (macOS).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, library_failure, register
+from converters.signature import load_serving_signature
 from converters.verification import CheckReport, Tolerance, compare
-from exporter.errors import Code, ExportError
-from exporter.model_source import SERVING_KEY
-from exporter.report import engine_version
+from exporter.core.errors import Code, ExportError
+from exporter.core.labels import write_labels
+from exporter.core.report import engine_version
 
-LABELS_FILE = "dict.txt"
 INPUT_NAME = "image"
 TOLERANCES = {"float32": Tolerance(0.0, max_abs_diff=1e-3), "float16": Tolerance(0.01, max_abs_diff=0.05)}
 
@@ -51,21 +52,31 @@ def image_scaling(source) -> tuple[float, list[float]]:
 
 def convert_to_coreml(source, params: dict[str, str]):
     import coremltools as ct
-    import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(source.saved_model_dir))  # must outlive the conversion
-    serve = loaded.signatures[SERVING_KEY]
+    serving = load_serving_signature(source.saved_model_dir)  # must outlive the conversion
+    serve = serving.function
     scale, bias = image_scaling(source)
-    image = ct.ImageType(name=source.input_key, shape=(1, source.height, source.width, 3), scale=scale,
-                         bias=bias, color_layout=ct.colorlayout.RGB)
+    image = ct.ImageType(
+        name=source.input_key,
+        shape=(1, source.height, source.width, 3),
+        scale=scale,
+        bias=bias,
+        color_layout=ct.colorlayout.RGB,
+    )
     options = {}
     if params["model_type"] == "mlprogram":
-        options["compute_precision"] = ct.precision.FLOAT16 if params["precision"] == "float16" else ct.precision.FLOAT32
+        options["compute_precision"] = (
+            ct.precision.FLOAT16 if params["precision"] == "float16" else ct.precision.FLOAT32
+        )
     try:
         model = ct.convert(
-            [serve], source="tensorflow", inputs=[image], convert_to=params["model_type"],
+            [serve],
+            source="tensorflow",
+            inputs=[image],
+            convert_to=params["model_type"],
             classifier_config=ct.ClassifierConfig(list(source.labels)),
-            minimum_deployment_target=getattr(ct.target, deployment_target(params)), **options,
+            minimum_deployment_target=getattr(ct.target, deployment_target(params)),
+            **options,
         )
     except (ValueError, NotImplementedError, TypeError, RuntimeError) as error:  # its refusals
         raise library_failure("coremltools", error) from error
@@ -175,11 +186,21 @@ def check_spec(source, path: Path, params: dict[str, str]) -> dict:
     if problems:
         raise ExportError(Code.FAILED_PRECONDITION, f"verification of {path.name} failed: " + "; ".join(problems))
     return {
-        "modelType": spec.WhichOneof("Type"), "specificationVersion": spec.specificationVersion,
-        "input": {"name": INPUT_NAME, "height": source.height, "width": source.width, "colorSpace": "RGB",
-                  "scale": scale, "bias": bias},
-        "outputs": outputs, "classLabel": label_name, "probabilities": probs_name,
-        "labels": labels, "precision": precision,
+        "modelType": spec.WhichOneof("Type"),
+        "specificationVersion": spec.specificationVersion,
+        "input": {
+            "name": INPUT_NAME,
+            "height": source.height,
+            "width": source.width,
+            "colorSpace": "RGB",
+            "scale": scale,
+            "bias": bias,
+        },
+        "outputs": outputs,
+        "classLabel": label_name,
+        "probabilities": probs_name,
+        "labels": labels,
+        "precision": precision,
         "numericalParity": "not run: Core ML cannot predict on Linux" if platform.system() != "Darwin" else "run",
     }
 
@@ -191,7 +212,7 @@ class CoreMLConverter(Converter):
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
         model = convert_to_coreml(source, params)
         model.save(str(workdir / artifact_name(params)))
-        (workdir / LABELS_FILE).write_text("\n".join(source.labels) + "\n", encoding="utf-8")
+        write_labels(workdir, source.labels)
         return sorted(workdir.iterdir())
 
     def verify(self, source, workdir: Path, params: dict[str, str], reference):
@@ -199,10 +220,10 @@ class CoreMLConverter(Converter):
         spec = check_spec(source, path, params)
         checks = {"spec": CheckReport(spec)}
         if platform.system() == "Darwin":  # Core ML predicts only on Apple platforms
-            checks["verification"] = compare("coreml", reference, _predict(path, source, reference),
-                                             TOLERANCES[params["precision"]], what=path.name)
+            checks["verification"] = compare(
+                "coreml", reference, _predict(path, source, reference), TOLERANCES[params["precision"]], what=path.name
+            )
         return checks
-
 
 
 def _predict(path: Path, source, reference) -> np.ndarray:

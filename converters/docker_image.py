@@ -1,23 +1,19 @@
 """modelFormat ``docker``: a TF Serving image with the serving SavedModel baked in.
 
-Builds on ``tf_saved_model``: the same serving SavedModel (verified the same way) goes to
-``/models/default/1`` of a ``tensorflow/serving`` image (``-gpu`` for ``gpu_architecture=nvidia``;
-the base references are settings), with ``MODEL_NAME=default`` and ports 8500 and 8501. The
-build context (the model, ``dict.txt``, a ``Dockerfile`` and the recipe) is staged by the export
-and pushed to ``outputUri`` when the export publishes.
+Builds on ``tf_saved_model``: the same serving SavedModel, made and verified by that format's
+converter, is staged as ``model/`` with ``dict.txt``; the registry destination turns the two into
+the image (``/models/default/1`` of a ``tensorflow/serving`` base for the platform the params
+name, ``MODEL_NAME=default``, ports 8500 and 8501) and pushes it to ``outputUri``.
 """
+
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
-from containers.push import RECIPE_FILE
-from containers.recipe import recipe_for
 from converters.base import Converter, register
-from converters.tf_saved_model import build_serving_model, serving_checks
-from exporter.destinations import rfc3339_millis, utc_now
-from exporter.report import engine_version
+from exporter.core.labels import write_labels
+
+MODEL_FOLDER = "model"
 
 
 @register("docker")
@@ -25,12 +21,10 @@ class DockerImageConverter(Converter):
     libraries = ("tensorflow",)
 
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
-        build_serving_model(source, workdir / "model")
-        (workdir / "dict.txt").write_text("\n".join(source.labels) + "\n", encoding="utf-8")
-        recipe = recipe_for(source, params, rfc3339_millis(utc_now()), engine_version())
-        (workdir / "Dockerfile").write_text(recipe.dockerfile())
-        (workdir / RECIPE_FILE).write_text(json.dumps(dataclasses.asdict(recipe), indent=2) + "\n")
+        (workdir / MODEL_FOLDER).mkdir()
+        self.foundation.convert(source, workdir / MODEL_FOLDER, {})
+        write_labels(workdir, source.labels)
         return sorted(workdir.iterdir())
 
     def verify(self, source, workdir: Path, params: dict[str, str], reference):
-        return serving_checks(workdir / "model", reference)
+        return self.foundation.verify(source, workdir / MODEL_FOLDER, {}, reference)

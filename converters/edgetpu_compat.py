@@ -6,6 +6,7 @@ here, and the op versions the last compiler is reported to reject, each with its
 compiler maps ops in graph order up to the first one it cannot map; that op and everything after
 it run on the CPU, so the report says where the graph splits.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ def _problem(op: str, version: int, operator, tensors, constant: set[int], axes_
         return f"{op} is not an operation the Edge TPU supports"
     limit = RULES["max_versions"].get(op)
     if limit and version > limit["max"]:
-        return (f"{op} version {version} is newer than the compiler takes (at most {limit['max']}; "
-                f"{RULES['sources'][limit['source']]})")
+        return (
+            f"{op} version {version} is newer than the compiler takes (at most {limit['max']}; "
+            f"{RULES['sources'][limit['source']]})"
+        )
     rule = RULES["ops"][op]
     inputs = [tensors[i] for i in (operator.inputs if operator.inputs is not None else []) if i >= 0]
     outputs = [tensors[i] for i in (operator.outputs if operator.outputs is not None else [])]
@@ -74,7 +77,7 @@ def _problem(op: str, version: int, operator, tensors, constant: set[int], axes_
 
 
 def compatibility_report(model_bytes: bytes) -> dict:
-    """The op-by-op report of DESIGN section 6 for a TFLite flatbuffer."""
+    """The op-by-op Edge TPU compatibility report of a TFLite flatbuffer."""
     from mediapipe.tasks.metadata import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
@@ -107,7 +110,8 @@ def compatibility_report(model_bytes: bytes) -> dict:
     type_names = _names(schema.TensorType)
     input_type = type_names[tensors[subgraph.inputs[0]].type]
     report = {
-        "compilerVersion": RULES["compiler_version"],
+        # The compiler release the rules describe: no compiler ran to make this report.
+        "rulesForCompilerVersion": RULES["compiler_version"],
         "inputType": input_type,
         "operations": len(reports),
         "mappedToEdgeTpu": mapped,
@@ -119,7 +123,8 @@ def compatibility_report(model_bytes: bytes) -> dict:
     }
     if reports and mapped / len(reports) < MOSTLY_CPU:
         report["warnings"].append(
-            f"only {mapped} of {len(reports)} ops map to the Edge TPU; the rest run on the CPU, which is slower")
+            f"only {mapped} of {len(reports)} ops map to the Edge TPU; the rest run on the CPU, which is slower"
+        )
     return report
 
 

@@ -4,6 +4,7 @@ The JavaScript side (``package.json`` and its lock file at the project root) is 
 set-up (``npm ci``); a missing Node.js or missing packages is a FAILED_PRECONDITION that says
 how to install them.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 PROJECT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "js"
@@ -53,9 +54,20 @@ def tfjs_predict(model_dir: Path, inputs: np.ndarray, timeout: float = 600) -> t
         np.ascontiguousarray(inputs, dtype=np.float32).tofile(inputs_file)
         env = {**os.environ, "NODE_PATH": str(node_modules())}
         result = subprocess.run(
-            [node, str(SCRIPTS / "tfjs_predict.js"), str(model_dir), str(inputs_file), str(count),
-             str(height), str(width), str(outputs_file)],
-            capture_output=True, text=True, timeout=timeout, env=env,
+            [
+                node,
+                str(SCRIPTS / "tfjs_predict.js"),
+                str(model_dir),
+                str(inputs_file),
+                str(count),
+                str(height),
+                str(width),
+                str(outputs_file),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
         )
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]

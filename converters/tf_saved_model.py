@@ -6,6 +6,7 @@ TF Serving's row format needs every output to share dimension 0) and ``key`` [N]
 resizing (bilinear, antialiased, as Pillow does) and the model's normalization happen inside the
 graph, so a client sends the file as it is.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, register
+from converters.signature import load_serving_signature
 from converters.verification import Reference, Tolerance, compare
-from exporter.model_source import SERVING_KEY
+from exporter.core.model_source import SERVING_KEY
 
 # The model part is the same arithmetic: fed lossless images at the input size, it must match.
 EXACT = Tolerance(0.0, max_abs_diff=1e-4)
@@ -26,8 +28,8 @@ END_TO_END = Tolerance(0.02, max_abs_diff=None)
 def build_serving_model(source, folder: Path) -> None:
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(source.saved_model_dir))
-    classify = loaded.signatures[SERVING_KEY]
+    serving = load_serving_signature(source.saved_model_dir)
+    loaded, classify = serving.loaded, serving.function
     height, width = source.height, source.width
     mean = tf.constant(source.mean, tf.float32)
     std = tf.constant(source.std, tf.float32)
@@ -50,9 +52,7 @@ def build_serving_model(source, folder: Path) -> None:
             ]
         )
         def serve(self, image_bytes, key):
-            images = tf.map_fn(
-                decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32)
-            )
+            images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
             # Pillow rounds resized pixels to uint8; so does the graph, for the same inputs.
             images = tf.clip_by_value(tf.round(images), 0.0, 255.0)
             scores = classify(**{source.input_key: (images - mean) / std})[source.output_key]
@@ -81,7 +81,7 @@ def serving_scores(serve, encoded: list[bytes], batch: int = 32) -> np.ndarray:
 
     scores = []
     for start in range(0, len(encoded), batch):
-        chunk = encoded[start:start + batch]
+        chunk = encoded[start : start + batch]
         keys = [str(i).encode() for i in range(start, start + len(chunk))]
         result = serve(image_bytes=tf.constant(chunk), key=tf.constant(keys))
         if [k.decode() for k in result["key"].numpy()] != [k.decode() for k in keys]:
@@ -92,18 +92,16 @@ def serving_scores(serve, encoded: list[bytes], batch: int = 32) -> np.ndarray:
 
 def serving_checks(folder: Path, reference: Reference) -> dict:
     """The serving model against the source: exact on lossless inputs, and from the files."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(folder))  # once for both checks; kept alive while they run
-    serve = loaded.signatures[SERVING_KEY]
+    serve = load_serving_signature(folder)  # once for both checks
     exact = serving_scores(serve, [png_bytes(p) for p in reference.images.pixels])
     from_files = serving_scores(serve, [path.read_bytes() for path in reference.images.paths])
     return {
-        "verification": compare(
-            "tensorflow", reference, exact, EXACT, what="serving SavedModel on PNG at input size"
-        ),
+        "verification": compare("tensorflow", reference, exact, EXACT, what="serving SavedModel on PNG at input size"),
         "endToEnd": compare(
-            "tensorflow", reference, from_files, END_TO_END,
+            "tensorflow",
+            reference,
+            from_files,
+            END_TO_END,
             what="serving SavedModel on the original image files",
         ),
     }

@@ -5,6 +5,7 @@ JPEG in the graph). With ``input_contract=automl`` the graph takes what AutoML's
 take and ``@tensorflow/tfjs-automl`` feeds: a [N, 224, 224, 3] image scaled to [-1, 1]; a wrapper
 maps it back to pixels, resizes to the model's input and applies the model's normalization.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -14,12 +15,13 @@ import numpy as np
 
 from converters.base import Converter, library_failure, register
 from converters.node_runtime import tfjs_predict
+from converters.signature import load_serving_signature
 from converters.verification import Tolerance, compare
-from exporter.images import load_image_set
-from exporter.model_source import SERVING_KEY
+from exporter.core.images import load_image_set
+from exporter.core.labels import write_labels
+from exporter.core.model_source import SERVING_KEY
 
 AUTOML_SIZE = 224
-LABELS_FILE = "dict.txt"
 QUANTIZATION_MAPS = {"float32": None, "float16": {"float16": "*"}, "uint8": {"uint8": "*"}}
 TOLERANCES = {
     "float32": Tolerance(0.0, max_abs_diff=1e-4),
@@ -35,8 +37,8 @@ def automl_wrapper(source, folder: Path) -> None:
     """A SavedModel taking AutoML's tf_js input and calling the source model."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(source.saved_model_dir))
-    classify = loaded.signatures[SERVING_KEY]
+    serving = load_serving_signature(source.saved_model_dir)
+    loaded, classify = serving.loaded, serving.function
     mean = tf.constant(source.mean, tf.float32)
     std = tf.constant(source.std, tf.float32)
 
@@ -58,8 +60,7 @@ def automl_wrapper(source, folder: Path) -> None:
 
 
 def automl_inputs(source) -> np.ndarray:
-    images = load_image_set(source.heldout_dir, source.labels, AUTOML_SIZE, AUTOML_SIZE,
-                            limit=1000, purpose="held-out")
+    images = load_image_set(source.heldout_dir, source.labels, AUTOML_SIZE, AUTOML_SIZE, limit=1000, purpose="held-out")
     return images.pixels.astype(np.float32) / 127.5 - 1.0
 
 
@@ -77,21 +78,23 @@ class TFJSConverter(Converter):
                 automl_wrapper(source, saved_model)
             try:
                 tfjs.convert_tf_saved_model(
-                    str(saved_model), str(workdir), signature_def=SERVING_KEY, saved_model_tags="serve",
+                    str(saved_model),
+                    str(workdir),
+                    signature_def=SERVING_KEY,
+                    saved_model_tags="serve",
                     quantization_dtype_map=QUANTIZATION_MAPS[params["quantization"]],
                     weight_shard_size_bytes=int(params["shard_size_bytes"]),
                 )
             except (ValueError, NotImplementedError, TypeError) as error:  # the converter's refusals
                 raise library_failure("tensorflowjs", error) from error
-        (workdir / LABELS_FILE).write_text("\n".join(source.labels) + "\n", encoding="utf-8")
+        write_labels(workdir, source.labels)
         return sorted(p for p in workdir.iterdir() if p.is_file())
 
     def verify(self, source, workdir: Path, params: dict[str, str], reference):
         tolerance = TOLERANCES[params["quantization"]]
         if params["input_contract"] == "automl":
             inputs = automl_inputs(source)
-            tolerance = Tolerance(tolerance.max_disagreement_fraction + AUTOML_EXTRA, None,
-                                  tolerance.near_tie_margin)
+            tolerance = Tolerance(tolerance.max_disagreement_fraction + AUTOML_EXTRA, None, tolerance.near_tie_margin)
             what = "model.json (automl input contract, 224x224 in [-1, 1])"
         else:
             inputs, what = reference.inputs, f"model.json ({params['quantization']})"

@@ -7,6 +7,7 @@ their representative dataset is the model's calibration images plus one gradient
 0..255, so the input's quantization covers the whole pixel range (scale 1, zero point 0 for a
 uint8 model that takes 0..255). ``float16`` and ``dynamic_range`` need no calibration.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,17 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, register
+from converters.signature import load_serving_signature
 from converters.tflite_metadata import embed_metadata
 from converters.tflite_runtime import TFLiteModel
 from converters.verification import Tolerance, compare
-from exporter.images import load_image_set, normalize
-from exporter.model_source import SERVING_KEY
-from exporter.report import engine_version
+from exporter.core.images import load_image_set, normalize
+from exporter.core.labels import write_labels
+from exporter.core.report import engine_version
 
 MODEL_FILE = "model.tflite"
-LABELS_FILE = "dict.txt"
 METADATA_FILE = "tflite_metadata.json"
-
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,11 @@ def gradient_image(height: int, width: int) -> np.ndarray:
 def representative_inputs(source, count: int) -> np.ndarray:
     """Normalized float calibration inputs: `count` calibration images, then the gradient image."""
     images = load_image_set(
-        source.calibration_dir, source.labels, source.height, source.width, limit=count,
+        source.calibration_dir,
+        source.labels,
+        source.height,
+        source.width,
+        limit=count,
         purpose="calibration",
     )
     pixels = np.concatenate([images.pixels, gradient_image(source.height, source.width)[None]])
@@ -73,20 +77,16 @@ def convert_to_tflite(source, quantization: str, calibration_count: int) -> byte
     """The TFLite flatbuffer of the source's serving signature, batch fixed to 1."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(source.saved_model_dir))
-    serve = loaded.signatures[SERVING_KEY]
+    serving = load_serving_signature(source.saved_model_dir)
+    loaded, serve = serving.loaded, serving.function
 
     @tf.function(
-        input_signature=[
-            tf.TensorSpec([1, source.height, source.width, 3], tf.float32, name=source.input_key)
-        ]
+        input_signature=[tf.TensorSpec([1, source.height, source.width, 3], tf.float32, name=source.input_key)]
     )
     def single_image(image):
         return {source.output_key: serve(**{source.input_key: image})[source.output_key]}
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [single_image.get_concrete_function()], loaded
-    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([single_image.get_concrete_function()], loaded)
     mode = MODES[quantization]
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -132,14 +132,14 @@ class TFLiteConverter(Converter):
         quantization = params["quantization"]
         flatbuffer = convert_to_tflite(source, quantization, int(params["calibration_count"]))
         flatbuffer = embed_metadata(
-            flatbuffer, source,
+            flatbuffer,
+            source,
             description=f"{source.display_name}: image classifier, {quantization} TFLite export",
             version=engine_version(),
         )
         model_path = workdir / MODEL_FILE
         model_path.write_bytes(flatbuffer)
-        labels_path = workdir / LABELS_FILE
-        labels_path.write_text("\n".join(source.labels) + "\n", encoding="utf-8")
+        labels_path = write_labels(workdir, source.labels)
         metadata_path = workdir / METADATA_FILE
         metadata = metadata_json(TFLiteModel(model_path), quantization)
         metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
@@ -151,7 +151,10 @@ class TFLiteConverter(Converter):
         scores = model.predict(reference.inputs)
         return {
             "verification": compare(
-                "ai_edge_litert", reference, scores, MODES[quantization].tolerance,
+                "ai_edge_litert",
+                reference,
+                scores,
+                MODES[quantization].tolerance,
                 what=f"{MODEL_FILE} ({quantization})",
             )
         }

@@ -6,6 +6,7 @@ The metadata goes into a buffer named ``TFLITE_METADATA`` of the model, and the 
 appended as a zip member, as tflite-support's MetadataPopulator does, so MediaPipe Tasks finds
 ``dict.txt`` inside the model with no side files.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,9 @@ import zipfile
 
 import numpy as np
 
+from exporter.core.labels import LABELS_FILE, labels_text, parse_labels
+
 METADATA_NAME = "TFLITE_METADATA"
-LABELS_FILE = "dict.txt"
 
 
 def _metadata_bytes(source, description: str, version: str) -> bytes:
@@ -58,9 +60,7 @@ def _metadata_bytes(source, description: str, version: str) -> bytes:
         description=description,
         version=version,
         author="automl-export-engine",
-        subgraphMetadata=[
-            meta.SubGraphMetadataT(inputTensorMetadata=[image], outputTensorMetadata=[scores])
-        ],
+        subgraphMetadata=[meta.SubGraphMetadataT(inputTensorMetadata=[image], outputTensorMetadata=[scores])],
         minParserVersion="1.0.0",
     )
     builder = flatbuffers.Builder(0)
@@ -81,7 +81,7 @@ def embed_metadata(model_bytes: bytes, source, description: str, version: str) -
     builder.Finish(model.Pack(builder), b"TFL3")
     packed = io.BytesIO(bytes(builder.Output()))
     with zipfile.ZipFile(packed, "a") as archive:
-        archive.writestr(LABELS_FILE, "\n".join(source.labels) + "\n")
+        archive.writestr(LABELS_FILE, labels_text(source.labels))
     return packed.getvalue()
 
 
@@ -99,9 +99,8 @@ def read_metadata(model_bytes: bytes) -> dict | None:
         found = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAsModelMetadata(raw, 0))
         (subgraph,) = found.subgraphMetadata
         normalization = subgraph.inputTensorMetadata[0].processUnits[0].options
-        labels = None
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
-            labels = archive.read(LABELS_FILE).decode().split()
+            labels = parse_labels(archive.read(LABELS_FILE).decode("utf-8"))
         return {
             "name": found.name.decode() if isinstance(found.name, bytes) else found.name,
             "mean": list(map(float, normalization.mean)),

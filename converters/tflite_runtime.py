@@ -4,6 +4,7 @@ Quantized inputs are fed by quantizing the normalized float input with the input
 scale and zero point; quantized outputs are dequantized the same way, so every mode is compared
 on the same float scale as the source.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,14 +5,15 @@ artifact runs in its own runtime on the same normalized inputs. Images where the
 scores are closer than the tolerance's margin (near-ties) are left out of the agreement count,
 since any rounding may flip them. Every number is collected first, then the check raises once.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from exporter.errors import Code, ExportError
-from exporter.images import UNLABELED, ImageSet, load_image_set, normalize
+from exporter.core.errors import Code, ExportError
+from exporter.core.images import UNLABELED, ImageSet, load_image_set, normalize
 
 HELDOUT_LIMIT = 1000  # a few hundred images measure agreement well; more only costs time
 
@@ -38,6 +39,14 @@ class Reference:
     scores: np.ndarray  # float32 [N, C], from the SavedModel in TensorFlow
 
 
+class VerificationFailed(ExportError):
+    """An artifact outside its tolerance (FAILED_PRECONDITION), with what was measured."""
+
+    def __init__(self, check: Verification, message: str):
+        super().__init__(Code.FAILED_PRECONDITION, message)
+        self.check = check
+
+
 @dataclass
 class Verification:
     """What one verification measured; becomes ``checks.verification`` in export_report.json."""
@@ -53,7 +62,7 @@ class Verification:
     artifact_accuracy: float | None
     tolerance: dict
     disagreements: list[dict] = field(default_factory=list)
-    passed: bool = False
+    passed: bool = False  # set by compare(): False only on the check a VerificationFailed carries
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,13 +82,13 @@ def source_scores(saved_model_dir, inputs: np.ndarray, batch: int = 64) -> np.nd
     """The SavedModel's serving_default scores on `inputs`, in TensorFlow."""
     import tensorflow as tf
 
-    from exporter.model_source import SERVING_KEY
+    from converters.signature import load_serving_signature
 
-    serve = tf.saved_model.load(str(saved_model_dir)).signatures[SERVING_KEY]
-    input_key = next(iter(serve.structured_input_signature[1]))
+    serve = load_serving_signature(saved_model_dir)
+    input_key = next(iter(serve.function.structured_input_signature[1]))
     outputs = []
     for start in range(0, len(inputs), batch):
-        result = serve(**{input_key: tf.constant(inputs[start:start + batch])})
+        result = serve(**{input_key: tf.constant(inputs[start : start + batch])})
         outputs.append(next(iter(result.values())).numpy())
     return np.concatenate(outputs).astype(np.float32)
 
@@ -99,16 +108,13 @@ def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return float((scores[known].argmax(1) == labels[known]).mean())
 
 
-def compare(
-    runtime: str, reference: Reference, scores: np.ndarray, tolerance: Tolerance, what: str
-) -> Verification:
+def compare(runtime: str, reference: Reference, scores: np.ndarray, tolerance: Tolerance, what: str) -> Verification:
     """Compare artifact `scores` with the reference; raise when outside `tolerance`."""
     source = reference.scores
     if scores.shape != source.shape:
         raise ExportError(
             Code.INTERNAL,
-            f"{what}: artifact output shape {list(scores.shape)} differs from the source's "
-            f"{list(source.shape)}",
+            f"{what}: artifact output shape {list(scores.shape)} differs from the source's {list(source.shape)}",
         )
     ranked = np.sort(source, axis=1)
     decided = (ranked[:, -1] - ranked[:, -2]) >= tolerance.near_tie_margin
@@ -142,12 +148,8 @@ def compare(
             f"images (allowed {result.allowed_disagreements})"
         )
     if tolerance.max_abs_diff is not None and result.max_abs_diff > tolerance.max_abs_diff:
-        problems.append(
-            f"max abs difference {result.max_abs_diff:.3g} exceeds {tolerance.max_abs_diff:.3g}"
-        )
+        problems.append(f"max abs difference {result.max_abs_diff:.3g} exceeds {tolerance.max_abs_diff:.3g}")
+    result.passed = not problems
     if problems:
-        raise ExportError(
-            Code.FAILED_PRECONDITION, f"verification of {what} failed: " + "; ".join(problems)
-        )
-    result.passed = True
+        raise VerificationFailed(result, f"verification of {what} failed: " + "; ".join(problems))
     return result

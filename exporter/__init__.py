@@ -11,7 +11,7 @@ def __getattr__(name: str):
 
         return getattr(run, name)
     if name in ("ExportError", "Code"):
-        from exporter import errors
+        from exporter.core import errors
 
         return getattr(errors, name)
     raise AttributeError(f"module 'exporter' has no attribute {name!r}")

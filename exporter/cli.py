@@ -3,6 +3,7 @@
 Exit status 0 only on success. Errors are one line on stderr, ``exporter: CODE: message``,
 exit status 2 for a bad argument and 1 for anything else; ``--debug`` adds the traceback.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,20 +14,20 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from converters.formats import (
+from exporter.cli_service import models_app, operations_app, serve
+from exporter.core.errors import Code, ExportError
+from exporter.core.formats import (
     DEFAULT_FORMAT,
     FORMAT_NAMES,
-    Destination,
+    DestinationKind,
     describe_formats,
     format_row,
     formats_markdown,
 )
-from exporter.cli_service import models_app, operations_app, serve
-from exporter.errors import Code, ExportError
 
 app = typer.Typer(
     add_completion=False,
@@ -75,7 +76,7 @@ def output_config(model_format: str, output: str, params: dict[str, str]) -> dic
     """The ModelExportOutputConfig JSON that the CLI's flags stand for."""
     config: dict = {"modelFormat": model_format, "params": params}
     known = model_format in FORMAT_NAMES
-    if known and format_row(model_format).destination is Destination.GCR:
+    if known and format_row(model_format).destination is DestinationKind.GCR:
         config["gcrDestination"] = {"outputUri": output}
     else:
         config["gcsDestination"] = {"outputUriPrefix": output}
@@ -87,28 +88,38 @@ def export(
     model: Annotated[Path, typer.Option(help="model folder (SavedModel, dict.txt, manifest.json)")],
     output: Annotated[str, typer.Option(help="folder, file:///dir or gs://bucket/dir; image URI for docker")],
     model_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = DEFAULT_FORMAT,
-    param: Annotated[list[str], typer.Option(help="format param KEY=VALUE (see 'exporter formats')")] = [],
-    images: Annotated[Optional[Path], typer.Option(help="calibration and held-out images, when the model folder has none")] = None,
-    input_size: Annotated[Optional[str], typer.Option(help="HxW, when the signature leaves it unknown")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="format param KEY=VALUE (see 'exporter formats')")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="calibration and held-out images, when the model folder has none")
+    ] = None,
+    input_size: Annotated[str | None, typer.Option(help="HxW, when the signature leaves it unknown")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")] = False,
-    build_context: Annotated[Optional[Path], typer.Option(help="docker: also write the image's build context (Dockerfile, model) to this new folder")] = None,
+    build_context: Annotated[
+        Path | None,
+        typer.Option(help="docker: also write the image's build context (Dockerfile, model) to this new folder"),
+    ] = None,
 ) -> None:
     """Export a model folder to one modelFormat, verified, into a new model-export-* folder."""
-    from exporter.terminal import StageProgress, print_summary
     from exporter.run import export_model
+    from exporter.terminal import StageProgress, print_summary
 
-    config = output_config(model_format, output, _param_pairs(param))
+    config = output_config(model_format, output, _param_pairs(param or []))
     size = _input_size(input_size)
     with native_logs_captured() as console:
         with StageProgress(console, enabled=not as_json and sys.stderr.isatty()) as progress:
+
             def on_stage(stage: str, event: str) -> None:
                 STOP_SIGNALS.check()
                 progress.update(stage, event)
 
-            result = export_model(model, config, images=images, input_size=size, progress=on_stage,
-                                  build_context=build_context)
+            options = {"keep_context": build_context} if build_context is not None else {}
+            result = export_model(
+                model, config, images=images, input_size=size, progress=on_stage, destination_options=options
+            )
     if as_json:
-        print(json.dumps({"outputDir": result.output_dir, "seconds": result.seconds, "report": result.report}, indent=2))
+        print(
+            json.dumps({"outputDir": result.output_dir, "seconds": result.seconds, "report": result.report}, indent=2)
+        )
     else:
         print_summary(result)
 
@@ -117,8 +128,8 @@ def export(
 def verify(
     export_dir: Annotated[Path, typer.Argument(help="an export folder (model-export-...)")],
     model: Annotated[Path, typer.Option(help="the source model folder")],
-    images: Annotated[Optional[Path], typer.Option(help="held-out images, when the model folder has none")] = None,
-    input_size: Annotated[Optional[str], typer.Option(help="HxW, when the signature leaves it unknown")] = None,
+    images: Annotated[Path | None, typer.Option(help="held-out images, when the model folder has none")] = None,
+    input_size: Annotated[str | None, typer.Option(help="HxW, when the signature leaves it unknown")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the checks as JSON")] = False,
 ) -> None:
     """Run an existing export's verification again against its source model."""
@@ -148,8 +159,15 @@ def predict(
     with native_logs_captured():
         predictions = run_predict(artifact, image, top_k=top_k)
     if as_json:
-        print(json.dumps([{"image": p.image, "top": [{"label": l, "score": s} for l, s in p.top]}
-                          for p in predictions], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"image": p.image, "top": [{"label": label, "score": score} for label, score in p.top]}
+                    for p in predictions
+                ],
+                indent=2,
+            )
+        )
     else:
         print_predictions(predictions)
 
@@ -186,7 +204,9 @@ def sample_model(
     size: Annotated[int, typer.Option(min=32, max=512, help="input height and width")] = 96,
     kind: Annotated[SampleKind, typer.Option(help="which sample model")] = SampleKind.digits,
     seed: Annotated[int, typer.Option(help="random seed (training is deterministic under it)")] = 0,
-    if_missing: Annotated[bool, typer.Option("--if-missing", help="do nothing when OUT_DIR already holds a model")] = False,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="do nothing when OUT_DIR already holds a model")
+    ] = False,
 ) -> None:
     """Train a real sample model offline and write its model folder."""
     if if_missing and (out_dir / "manifest.json").exists():

@@ -3,15 +3,16 @@
 They talk to a running service over HTTP (``--server`` or ``EXPORTER_SERVER``); errors come back
 as ExportErrors, which the CLI prints as its one line.
 """
+
 from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 SERVER = Annotated[str, typer.Option(envvar="EXPORTER_SERVER", help="the service's base URL")]
 PARENT = Annotated[str, typer.Option(help="projects/PROJECT/locations/LOCATION")]
@@ -32,7 +33,7 @@ def _print_json(payload) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
-    workers: Annotated[Optional[int], typer.Option(help="worker processes (default: EXPORTER_WORKERS or 2)")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: EXPORTER_WORKERS or 2)")] = None,
 ) -> None:
     """Run the REST service (AutoML v1beta1 paths) with its supervised worker processes."""
     import uvicorn
@@ -42,8 +43,10 @@ def serve(
 
     settings = ServiceSettings() if workers is None else ServiceSettings(workers=workers)
     if settings.auth_file is None and not is_loopback(host):
-        raise ExportError(Code.FAILED_PRECONDITION,
-                          f"refusing to listen on {host} without auth: set EXPORTER_AUTH_FILE, or listen on 127.0.0.1")
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            f"refusing to listen on {host} without auth: set EXPORTER_AUTH_FILE, or listen on 127.0.0.1",
+        )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
@@ -62,9 +65,9 @@ def is_loopback(host: str) -> bool:
 def models_import(
     source: Annotated[str, typer.Argument(help="the model folder, on the server's file system")],
     parent: PARENT = "projects/local/locations/local",
-    model_id: Annotated[Optional[str], typer.Option(help="the model id (default: generated)")] = None,
-    display_name: Annotated[Optional[str], typer.Option(help="overrides the manifest's")] = None,
-    model_type: Annotated[Optional[str], typer.Option(help="overrides the manifest's")] = None,
+    model_id: Annotated[str | None, typer.Option(help="the model id (default: generated)")] = None,
+    display_name: Annotated[str | None, typer.Option(help="overrides the manifest's")] = None,
+    model_type: Annotated[str | None, typer.Option(help="overrides the manifest's")] = None,
     server: SERVER = "http://127.0.0.1:8080",
 ) -> None:
     """Register a model folder with the service."""
@@ -84,8 +87,10 @@ def models_list(parent: PARENT = "projects/local/locations/local", server: SERVE
 
 
 @models_app.command("get")
-def models_get(name: Annotated[str, typer.Argument(help="projects/P/locations/L/models/M")],
-               server: SERVER = "http://127.0.0.1:8080") -> None:
+def models_get(
+    name: Annotated[str, typer.Argument(help="projects/P/locations/L/models/M")],
+    server: SERVER = "http://127.0.0.1:8080",
+) -> None:
     """Show one model."""
     _print_json(_client(server).call("GET", name))
 
@@ -93,7 +98,7 @@ def models_get(name: Annotated[str, typer.Argument(help="projects/P/locations/L/
 @operations_app.command("list")
 def operations_list(
     parent: PARENT = "projects/local/locations/local",
-    filter: Annotated[Optional[str], typer.Option(help="done=true or done=false")] = None,
+    filter: Annotated[str | None, typer.Option(help="done=true or done=false")] = None,
     server: SERVER = "http://127.0.0.1:8080",
 ) -> None:
     """List the operations under PARENT."""
@@ -101,17 +106,21 @@ def operations_list(
 
 
 @operations_app.command("get")
-def operations_get(name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
-                   report: Annotated[bool, typer.Option(help="show the export report instead")] = False,
-                   server: SERVER = "http://127.0.0.1:8080") -> None:
+def operations_get(
+    name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
+    report: Annotated[bool, typer.Option(help="show the export report instead")] = False,
+    server: SERVER = "http://127.0.0.1:8080",
+) -> None:
     """Show one operation (or its export report)."""
     _print_json(_client(server).call("GET", f"{name}:exportReport" if report else name))
 
 
 @operations_app.command("wait")
-def operations_wait(name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
-                    timeout: Annotated[float, typer.Option(help="seconds")] = 600,
-                    server: SERVER = "http://127.0.0.1:8080") -> None:
+def operations_wait(
+    name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
+    timeout: Annotated[float, typer.Option(help="seconds")] = 600,
+    server: SERVER = "http://127.0.0.1:8080",
+) -> None:
     """Wait until an operation is done; exit 1 when it failed."""
     client = _client(server)
     deadline = time.monotonic() + timeout
@@ -129,8 +138,10 @@ def operations_wait(name: Annotated[str, typer.Argument(help="projects/P/locatio
 
 
 @operations_app.command("cancel")
-def operations_cancel(name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
-                      server: SERVER = "http://127.0.0.1:8080") -> None:
+def operations_cancel(
+    name: Annotated[str, typer.Argument(help="projects/P/locations/L/operations/ID")],
+    server: SERVER = "http://127.0.0.1:8080",
+) -> None:
     """Ask the service to cancel an operation."""
     _client(server).call("POST", f"{name}:cancel", {})
     print(f"cancel requested for {name}")

@@ -3,6 +3,7 @@
 Takes a ``.tflite`` file (labels and normalization from its embedded metadata), an export folder
 holding one, or a serving SavedModel folder (``image_bytes`` in, ``scores`` and ``labels`` out).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Prediction:
 def _tflite_classifier(path: Path):
     from converters.tflite_metadata import read_metadata
     from converters.tflite_runtime import TFLiteModel
-    from exporter.images import load_pixels, normalize
+    from exporter.core.images import load_pixels, normalize
 
     metadata = read_metadata(path.read_bytes())
     if metadata is None:
@@ -44,9 +45,9 @@ def _tflite_classifier(path: Path):
 def _serving_classifier(folder: Path):
     import tensorflow as tf
 
-    from exporter.model_source import SERVING_KEY
+    from converters.signature import load_serving_signature
 
-    serve = tf.saved_model.load(str(folder)).signatures[SERVING_KEY]
+    serve = load_serving_signature(folder)
 
     def classify(image: Path) -> tuple[np.ndarray, list[str]]:
         result = serve(image_bytes=tf.constant([image.read_bytes()]), key=tf.constant([image.name]))
@@ -57,7 +58,7 @@ def _serving_classifier(folder: Path):
 
 def load_classifier(artifact: str | Path):
     """A function image path -> (scores, labels) for the artifact at `artifact`."""
-    from exporter.saved_model_proto import read_signatures
+    from exporter.core.saved_model_proto import read_signatures
 
     path = Path(artifact)
     if path.is_dir() and (path / "model.tflite").is_file():

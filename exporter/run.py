@@ -5,31 +5,27 @@ artifact is written into a staging folder, verified there, and only then moved t
 name; on any error, Ctrl-C included, the staging folder is removed and the final name is never
 created.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from converters import REGISTRY
-from converters.formats import Destination
 from converters.verification import make_reference
-from exporter.destinations import (
-    export_folder_name,
-    open_destination,
-    os_error,
-    rfc3339_millis,
-    utc_now,
-)
-from exporter.errors import Code, ExportError
-from exporter.model_source import ModelSource, read_model
-from exporter.model_types import CLOUD_MODEL_TYPE
-from exporter.report import REPORT_FILE, build_report, write_report
-from exporter.request import ExportRequest, parse_output_config
+from exporter.core.clock import export_folder_name, rfc3339_millis, utc_now
+from exporter.core.errors import Code, ExportError, os_error
+from exporter.core.model_source import ModelSource, read_model
+from exporter.core.model_types import CLOUD_MODEL_TYPE
+from exporter.core.report import REPORT_FILE, build_report, write_report
+from exporter.core.request import ExportRequest, parse_output_config
+from exporter.destinations import open_destination
 
 STAGES = ("load", "convert", "verify", "publish")
 # progress(stage, event) with event "start" or "done"; the CLI draws it, the worker stores it.
@@ -70,17 +66,6 @@ class StageClock:
         self.progress(name, "done")
 
 
-def destination_for(request: ExportRequest, build_context: Path | None = None):
-    """Where the export goes: a folder prefix, or (docker) an image in a registry."""
-    if request.row.destination is Destination.GCR:
-        from containers.push import RegistryDestination
-
-        return RegistryDestination(request.destination, request.params["builder"], build_context)
-    if build_context is not None:
-        raise ExportError(Code.INVALID_ARGUMENT, "a build context is kept only for docker exports")
-    return open_destination(request.destination)
-
-
 def check_exportable(source: ModelSource, request: ExportRequest) -> None:
     if source.model_type not in request.row.exportable_model_types:
         reason = " (a server-hosted model type)" if source.model_type == CLOUD_MODEL_TYPE else ""
@@ -100,16 +85,16 @@ def export_model(
     input_size: tuple[int, int] | None = None,
     progress: Progress | None = None,
     started: datetime | None = None,
-    build_context: str | Path | None = None,
+    destination_options: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export the model folder `model` as `output_config` (a ModelExportOutputConfig) asks.
 
     `output_config` is the same JSON the REST API takes, e.g.
     ``{"modelFormat": "tflite", "gcsDestination": {"outputUriPrefix": "/tmp/out"},
     "params": {"quantization": "uint8"}}``. `images` and `input_size` fill in what the model
-    folder lacks (see ``read_model``). `build_context` (docker only) names a new folder that
-    receives the image's build context (Dockerfile, model, labels) for a rebuild by hand. Raises
-    ExportError; returns where the export landed and its report.
+    folder lacks (see ``read_model``). `destination_options` are the destination's own options
+    (a docker export's ``keep_context``: a new folder that receives the image's build context for
+    a rebuild by hand). Raises ExportError; returns where the export landed and its report.
     """
     started = started or utc_now()
     request = parse_output_config(output_config)
@@ -119,7 +104,7 @@ def export_model(
     with clock.stage("load"):
         source = read_model(model, images=images, input_size=input_size)
         check_exportable(source, request)
-        destination = destination_for(request, Path(build_context) if build_context else None)
+        destination = open_destination(request, **(destination_options or {}))
         converter.prepare()
         final_name = export_folder_name(source.display_name, started)
     staging = destination.stage(final_name)  # after the load stage: its end may raise a stop
@@ -131,13 +116,16 @@ def export_model(
             checks = converter.verify(source, staging, request.params, reference)
         with clock.stage("publish"):
             report = build_report(
-                request=request, source=source, workdir=staging, checks=checks,
-                timings=dict(clock.seconds), created=rfc3339_millis(started),
+                request=request,
+                source=source,
+                workdir=staging,
+                checks=checks,
+                timings=dict(clock.seconds),
+                created=rfc3339_millis(started),
             )
             write_report(report, staging)
-            output_dir = destination.publish(staging, final_name)
-            if getattr(destination, "details", None):  # a pushed image: digest, bytes uploaded
-                report["image"] = destination.details
+            output_dir = destination.publish(staging, final_name, report)
+            report.update(destination.details)  # a pushed image: digest, bytes uploaded
     finally:
         destination.discard(staging)  # gone already when published
     # The report (written before publishing) times load, convert and verify; the result adds publish.
@@ -159,9 +147,7 @@ def verify_export(
     folder = Path(export_dir)
     report_path = folder / REPORT_FILE
     if not report_path.is_file():
-        raise ExportError(
-            Code.NOT_FOUND, f"{str(folder)!r} holds no {REPORT_FILE}: not an export of this engine"
-        )
+        raise ExportError(Code.NOT_FOUND, f"{str(folder)!r} holds no {REPORT_FILE}: not an export of this engine")
     try:
         report = json.loads(report_path.read_text())
         model_format, params = report["modelFormat"], report["params"]

@@ -11,6 +11,7 @@
 Both write a complete model folder: ``saved_model/``, ``dict.txt``, ``manifest.json`` and
 ``images/{calibration,heldout}/<label>/`` with JPEG and PNG images at sizes other than the input.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -34,8 +35,8 @@ def _seed_everything(seed: int) -> None:
 
 def _save_serving(model, folder: Path, size: int, input_name: str = "image") -> None:
     """A SavedModel with one signature, serving_default: image [N,size,size,3] -> probabilities."""
-    import tensorflow as tf
     import keras
+    import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -53,7 +54,7 @@ def _write_images(
     """Images as files under folder/<label>/, alternating PNG and JPEG and the given sizes."""
     from PIL import Image
 
-    for i, (image, label) in enumerate(zip(pixels, labels)):
+    for i, (image, label) in enumerate(zip(pixels, labels, strict=True)):
         target = folder / names[label]
         target.mkdir(parents=True, exist_ok=True)
         side = sizes[i % len(sizes)]
@@ -99,9 +100,7 @@ def digits_pixels(size: int) -> tuple[np.ndarray, np.ndarray]:
 
     digits = load_digits()
     gray = (digits.images / 16.0 * 255.0).round().astype(np.uint8)
-    upscaled = np.stack(
-        [np.asarray(Image.fromarray(g).resize((size, size), Image.BILINEAR)) for g in gray]
-    )
+    upscaled = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.BILINEAR)) for g in gray])
     return np.repeat(upscaled[..., None], 3, axis=-1), digits.target.astype(np.int64)
 
 
@@ -115,9 +114,7 @@ def make_digits_model(out_dir: str | Path, *, size: int = 96, epochs: int = 5, s
     train_x, held_x, train_y, held_y = train_test_split(
         pixels, labels, test_size=360, stratify=labels, random_state=seed
     )
-    backbone = keras.applications.MobileNetV2(
-        input_shape=(size, size, 3), weights=None, classes=len(DIGIT_LABELS)
-    )
+    backbone = keras.applications.MobileNetV2(input_shape=(size, size, 3), weights=None, classes=len(DIGIT_LABELS))
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9

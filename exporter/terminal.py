@@ -1,4 +1,5 @@
 """What the command line draws: a progress bar over the export's stages and summary tables."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ class NativeStderr:
     user needs would drown in them. The captured text is kept for ``--debug``.
     """
 
-    def __enter__(self) -> "NativeStderr":
+    def __enter__(self) -> NativeStderr:
         sys.stderr.flush()
         self.saved = os.dup(2)
         self.log = tempfile.TemporaryFile()
@@ -57,7 +58,7 @@ class StageProgress:
         )
         self.task = self.bar.add_task("starting", total=len(STAGES))
 
-    def __enter__(self) -> "StageProgress":
+    def __enter__(self) -> StageProgress:
         self.bar.start()
         return self
 
@@ -133,8 +134,6 @@ def formats_table(entries: list[dict]) -> None:
     for column in ("modelFormat", "destination", "artifacts", "params (default; allowed)"):
         table.add_column(column)
     for entry in entries:
-        params = "\n".join(
-            f"{p['name']} ({p['default']}; {p['allowed']})" for p in entry["params"]
-        ) or "-"
+        params = "\n".join(f"{p['name']} ({p['default']}; {p['allowed']})" for p in entry["params"]) or "-"
         table.add_row(entry["modelFormat"], entry["destination"], "\n".join(entry["artifacts"]), params)
     STDOUT.print(table)

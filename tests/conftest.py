@@ -1,4 +1,5 @@
 """Shared fixtures: the real sample models, trained once and cached by a hash of their code."""
+
 from __future__ import annotations
 
 import hashlib
@@ -65,7 +66,10 @@ def model_copy(tmp_path):
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """The installed console script, as a user runs it."""
     return subprocess.run(
-        [str(EXPORTER), *args], capture_output=True, text=True, timeout=timeout,
+        [str(EXPORTER), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
@@ -97,8 +101,9 @@ def tflite_exports(tmp_path_factory, digits_model, canary_model):
             destination = tmp_path_factory.mktemp(f"{name}-{quantization}")
             stages = []
             result = export_model(
-                model, tflite_config(destination, quantization),
-                progress=lambda s, e: stages.append((s, e)),
+                model,
+                tflite_config(destination, quantization),
+                progress=lambda s, e, stages=stages: stages.append((s, e)),
             )
             made[name, quantization] = (destination, result, stages)
     return made
@@ -129,8 +134,14 @@ def tfjs_exports(tmp_path_factory, canary_model, digits_model):
     from exporter.run import export_model
 
     made = {}
-    cases = [("canary", "float32", "native"), ("canary", "float16", "native"), ("canary", "uint8", "native"),
-             ("canary", "float32", "automl"), ("digits", "uint8", "native"), ("digits", "float32", "automl")]
+    cases = [
+        ("canary", "float32", "native"),
+        ("canary", "float16", "native"),
+        ("canary", "uint8", "native"),
+        ("canary", "float32", "automl"),
+        ("digits", "uint8", "native"),
+        ("digits", "float32", "automl"),
+    ]
     for name, quantization, contract in cases:
         model = {"canary": canary_model, "digits": digits_model}[name]
         destination = tmp_path_factory.mktemp(f"tfjs-{name}-{quantization}-{contract}")

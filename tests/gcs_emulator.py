@@ -1,4 +1,5 @@
 """gcp-storage-emulator on loopback, for the tests that use gs:// for real."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,8 @@ class StorageEmulator:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [str(EMULATOR), "start", "--host", "127.0.0.1", "--port", str(self.port), "--in-memory"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
         while True:

@@ -3,6 +3,7 @@
 The base stands in for tensorflow/serving (Docker Hub is not reachable here): one layer holding a
 static busybox, under the configured base names, pushed with the engine's own registry client.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -34,15 +35,20 @@ class LocalRegistry:
             f"http:\n  addr: {self.host}\n"
         )
         if users:  # basic auth with an htpasswd file (bcrypt), made with Debian's htpasswd
-            lines = [subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True,
-                                    check=True).stdout.strip() for user, password in users.items()]
+            lines = [
+                subprocess.run(
+                    ["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True
+                ).stdout.strip()
+                for user, password in users.items()
+            ]
             (root / "htpasswd").write_text("\n".join(lines) + "\n")
             text += f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {root / 'htpasswd'}\n"
         elif token_auth:  # the token flow, with the issuer's `auth:` section
             text += token_auth
         config.write_text(text)
-        self.process = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            ["/usr/bin/docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 30
         while True:
             assert self.process.poll() is None, "docker-registry exited at start"
@@ -63,22 +69,36 @@ class LocalRegistry:
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
         layer = gzip.compress(raw.getvalue(), mtime=0)
-        config = json.dumps({
-            "architecture": "amd64", "os": "linux",
-            "config": {"Env": ["PATH=/bin", "MODEL_NAME=base"], "Cmd": ["/bin/sh"]},
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
-            "history": [{"created_by": "test fixture: busybox-static"}],
-        }).encode()
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Env": ["PATH=/bin", "MODEL_NAME=base"], "Cmd": ["/bin/sh"]},
+                "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw.getvalue()).hexdigest()]},
+                "history": [{"created_by": "test fixture: busybox-static"}],
+            }
+        ).encode()
         client = RegistryClient(self.host, self.credentials)
         layer_digest = client.upload(repository, layer)
         config_digest = client.upload(repository, config)
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
-                       "digest": config_digest},
-            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
-                        "digest": layer_digest}],
-        }).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "size": len(config),
+                    "digest": config_digest,
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": len(layer),
+                        "digest": layer_digest,
+                    }
+                ],
+            }
+        ).encode()
         client.put_manifest(repository, tag, manifest, "application/vnd.docker.distribution.manifest.v2+json")
         return f"{self.host}/{repository}:{tag}"
 
@@ -91,13 +111,26 @@ class LocalRegistry:
         digest = client.put_manifest(repository, "amd64-only", body, manifest_type)
         decoy = json.dumps({**amd64, "layers": []}).encode()  # not runnable: must never be chosen
         decoy_digest = client.put_manifest(repository, "arm64-only", decoy, manifest_type)
-        index = json.dumps({"schemaVersion": 2,
-                            "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
-                            "manifests": [
-                                {"mediaType": manifest_type, "size": len(decoy), "digest": decoy_digest,
-                                 "platform": {"architecture": "arm64", "os": "linux"}},
-                                {"mediaType": manifest_type, "size": len(body), "digest": digest,
-                                 "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+                "manifests": [
+                    {
+                        "mediaType": manifest_type,
+                        "size": len(decoy),
+                        "digest": decoy_digest,
+                        "platform": {"architecture": "arm64", "os": "linux"},
+                    },
+                    {
+                        "mediaType": manifest_type,
+                        "size": len(body),
+                        "digest": digest,
+                        "platform": {"architecture": "amd64", "os": "linux"},
+                    },
+                ],
+            }
+        ).encode()
         client.put_manifest(repository, tag, index, "application/vnd.docker.distribution.manifest.list.v2+json")
         return f"{self.host}/{repository}:{tag}"
 
@@ -114,6 +147,7 @@ class DockerEngine:
 
     def __init__(self, root: Path, insecure_registries: str = "127.0.0.0/8"):
         import os
+
         import docker
 
         self.process = None
@@ -125,10 +159,23 @@ class DockerEngine:
         root.mkdir(parents=True, exist_ok=True)
         self.host = f"unix://{root}/docker.sock"
         self.process = subprocess.Popen(
-            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "docker.pid"), "-H", self.host, "--bridge=none", "--iptables=false",
-             "--insecure-registry", insecure_registries],
-            stdout=open(root / "dockerd.log", "wb"), stderr=subprocess.STDOUT,
+            [
+                "dockerd",
+                "--data-root",
+                str(root / "data"),
+                "--exec-root",
+                str(root / "exec"),
+                "--pidfile",
+                str(root / "docker.pid"),
+                "-H",
+                self.host,
+                "--bridge=none",
+                "--iptables=false",
+                "--insecure-registry",
+                insecure_registries,
+            ],
+            stdout=open(root / "dockerd.log", "wb"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while True:

@@ -1,4 +1,5 @@
 """A real `exporter serve` on loopback, with real worker processes, for the service tests."""
+
 from __future__ import annotations
 
 import json
@@ -45,11 +46,14 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self.log = open(self.data_dir / f"server-{self.port}.log", "ab")
         self.process = subprocess.Popen(
-            [str(EXPORTER), "serve", "--port", str(self.port)], env=self.env,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [str(EXPORTER), "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

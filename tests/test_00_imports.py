@@ -1,4 +1,5 @@
 """First: the heavy libraries of the stack import, at the pinned versions."""
+
 import importlib
 from importlib import metadata
 

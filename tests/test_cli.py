@@ -1,4 +1,5 @@
 """The command line as a user runs it: real exports, and one clear line for every bad input."""
+
 import json
 import re
 
@@ -19,8 +20,18 @@ def one_error_line(result, code: str) -> str:
 
 
 def test_export_json(canary_model, tmp_path):
-    result = run_cli("export", "--model", str(canary_model), "--format", "tflite",
-                     "--output", str(tmp_path), "--param", "quantization=uint8", "--json")
+    result = run_cli(
+        "export",
+        "--model",
+        str(canary_model),
+        "--format",
+        "tflite",
+        "--output",
+        str(tmp_path),
+        "--param",
+        "quantization=uint8",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     (folder,) = exports_in(tmp_path)
@@ -30,8 +41,9 @@ def test_export_json(canary_model, tmp_path):
 
 
 def test_export_with_file_uri_and_summary_table(canary_model, tmp_path):
-    result = run_cli("export", "--model", str(canary_model), "--output", f"file://{tmp_path}/sub",
-                     "--param", "quantization=float32")
+    result = run_cli(
+        "export", "--model", str(canary_model), "--output", f"file://{tmp_path}/sub", "--param", "quantization=float32"
+    )
     assert result.returncode == 0, result.stderr
     assert "agreement" in result.stdout and "model.tflite" in result.stdout
     (folder,) = exports_in(tmp_path / "sub")
@@ -41,7 +53,12 @@ def test_export_with_file_uri_and_summary_table(canary_model, tmp_path):
 @pytest.mark.parametrize(
     "args,code,exit_code,text",
     [
-        (["--param", "quantization=int4"], "INVALID_ARGUMENT", 2, "allowed values: uint8, int8, float16, dynamic_range, float32"),
+        (
+            ["--param", "quantization=int4"],
+            "INVALID_ARGUMENT",
+            2,
+            "allowed values: uint8, int8, float16, dynamic_range, float32",
+        ),
         (["--param", "quantization"], "INVALID_ARGUMENT", 2, "expected KEY=VALUE"),
         (["--param", "colour=red"], "INVALID_ARGUMENT", 2, "allowed keys: quantization, calibration_count"),
         (["--format", "onnx"], "INVALID_ARGUMENT", 2, "'onnx' is not a model format"),
@@ -105,7 +122,11 @@ def test_formats_table(tmp_path):
     rows = {row["modelFormat"]: row for row in json.loads(result.stdout)}
     assert set(rows) == {"tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "docker"}
     assert rows["docker"]["destination"] == "gcrDestination"
-    assert {"name": "quantization", "default": "uint8", "allowed": "uint8, int8, float16, dynamic_range, float32"}.items() <= rows["tflite"]["params"][0].items()
+    assert {
+        "name": "quantization",
+        "default": "uint8",
+        "allowed": "uint8, int8, float16, dynamic_range, float32",
+    }.items() <= rows["tflite"]["params"][0].items()
     table = run_cli("formats")
     assert table.returncode == 0 and "edgetpu_tflite" in table.stdout
 

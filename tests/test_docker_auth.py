@@ -1,10 +1,11 @@
 """Pushing to a registry that wants credentials (basic auth, htpasswd), with both back ends."""
+
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 from exporter.run import export_model
 from registry_harness import DockerEngine, LocalRegistry, docker_config_dir
 
@@ -18,15 +19,22 @@ def locked_registry(tmp_path_factory):
 
 
 def export_to(model, registry, builder: str, name: str):
-    return export_model(model, {"modelFormat": "docker",
-                                "gcrDestination": {"outputUri": f"{registry.host}/team/{name}:v1"},
-                                "params": {"builder": builder}})
+    return export_model(
+        model,
+        {
+            "modelFormat": "docker",
+            "gcrDestination": {"outputUri": f"{registry.host}/team/{name}:v1"},
+            "params": {"builder": builder},
+        },
+    )
 
 
 @pytest.mark.parametrize("builder", ["daemonless", "engine"])
 def test_push_with_the_docker_config_credentials(canary_model, locked_registry, monkeypatch, tmp_path, builder):
     monkeypatch.setenv("EXPORTER_SERVING_BASE_CPU", locked_registry.base)
-    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config_dir(tmp_path / "docker", locked_registry.host, "alice", "s3cret")))
+    monkeypatch.setenv(
+        "DOCKER_CONFIG", str(docker_config_dir(tmp_path / "docker", locked_registry.host, "alice", "s3cret"))
+    )
     engine = None
     if builder == "engine":
         engine = DockerEngine(Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp")))
@@ -64,7 +72,9 @@ def test_push_through_the_registry_token_flow(canary_model, tmp_path_factory, mo
     try:
         base = registry.push_base("tensorflow/serving", "2.19.0")
         monkeypatch.setenv("EXPORTER_SERVING_BASE_CPU", base)
-        monkeypatch.setenv("DOCKER_CONFIG", str(docker_config_dir(tmp_path / "docker", registry.host, "bob", "t0ken-pass")))
+        monkeypatch.setenv(
+            "DOCKER_CONFIG", str(docker_config_dir(tmp_path / "docker", registry.host, "bob", "t0ken-pass"))
+        )
         result = export_to(canary_model, registry, "daemonless", "canary-token")
         assert result.report["image"]["baseBlobsMounted"] == 2
         monkeypatch.setenv("DOCKER_CONFIG", str(docker_config_dir(tmp_path / "wrong", registry.host, "bob", "nope")))

@@ -1,12 +1,13 @@
 """docker exports through the daemonless back end, against a real registry on loopback, checked
 with an independent client (Debian's skopeo)."""
+
 import json
 import subprocess
 import tarfile
 
 import pytest
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 from exporter.run import export_model
 from registry_harness import LocalRegistry
 
@@ -17,16 +18,21 @@ SKOPEO = "/usr/bin/skopeo"
 def registries(tmp_path_factory):
     first = LocalRegistry(tmp_path_factory.mktemp("registry-a"))
     second = LocalRegistry(tmp_path_factory.mktemp("registry-b"))
-    first.bases = {"none": first.push_base("tensorflow/serving", "2.19.0"),
-                   "nvidia": first.push_base("tensorflow/serving", "2.19.0-gpu")}
+    first.bases = {
+        "none": first.push_base("tensorflow/serving", "2.19.0"),
+        "nvidia": first.push_base("tensorflow/serving", "2.19.0-gpu"),
+    }
     yield first, second
     first.stop()
     second.stop()
 
 
 def docker_config(uri: str, gpu: str = "none", builder: str = "daemonless") -> dict:
-    return {"modelFormat": "docker", "gcrDestination": {"outputUri": uri},
-            "params": {"cpu_architecture": "x86_64", "gpu_architecture": gpu, "builder": builder}}
+    return {
+        "modelFormat": "docker",
+        "gcrDestination": {"outputUri": uri},
+        "params": {"cpu_architecture": "x86_64", "gpu_architecture": gpu, "builder": builder},
+    }
 
 
 def skopeo(*args: str) -> str:
@@ -94,8 +100,11 @@ def test_missing_base_image_and_unreachable_registry(canary_model, registries, m
     with pytest.raises(ExportError) as raised:
         export_model(canary_model, docker_config(f"{registry.host}/p/unreachable:v1"))
     assert raised.value.code is Code.UNAVAILABLE and "unreachable" in raised.value.message
-    tags = subprocess.run([SKOPEO, "list-tags", "--tls-verify=false", f"docker://{registry.host}/p/missing-base"],
-                          capture_output=True, text=True)
+    tags = subprocess.run(
+        [SKOPEO, "list-tags", "--tls-verify=false", f"docker://{registry.host}/p/missing-base"],
+        capture_output=True,
+        text=True,
+    )
     assert "v1" not in tags.stdout  # no tag was written
 
 
@@ -108,8 +117,21 @@ def test_docker_through_the_cli_and_the_api(canary_model, registries, tmp_path):
     base = {"EXPORTER_SERVING_BASE_CPU": registry.bases["none"]}
     target = f"{registry.host}/cli/canary:v1"
     context = tmp_path / "context"
-    result = run_cli("export", "--model", str(canary_model), "--format", "docker", "--output", target,
-                     "--param", "builder=daemonless", "--build-context", str(context), "--json", env=base)
+    result = run_cli(
+        "export",
+        "--model",
+        str(canary_model),
+        "--format",
+        "docker",
+        "--output",
+        target,
+        "--param",
+        "builder=daemonless",
+        "--build-context",
+        str(context),
+        "--json",
+        env=base,
+    )
     assert result.returncode == 0, result.stderr
     dockerfile = (context / "Dockerfile").read_text()
     assert dockerfile.startswith(f"FROM {registry.bases['none']}\nCOPY model /models/default/1\n")
@@ -119,12 +141,24 @@ def test_docker_through_the_cli_and_the_api(canary_model, registries, tmp_path):
 
     server = Server(tmp_path, import_roots=[CACHE], output_roots=[], EXPORTER_WORKERS="1", **base).start()
     try:
-        assert server.call("POST", f"{PARENT}/models:import",
-                           json={"sourceUri": str(canary_model), "modelId": "canary"}).status_code == 200
+        assert (
+            server.call(
+                "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
+            ).status_code
+            == 200
+        )
         api_target = f"{registry.host}/api/canary:v1"
-        started = server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": {
-            "modelFormat": "docker", "gcrDestination": {"outputUri": api_target},
-            "params": {"builder": "daemonless"}}}).json()
+        started = server.call(
+            "POST",
+            f"{PARENT}/models/canary:export",
+            json={
+                "outputConfig": {
+                    "modelFormat": "docker",
+                    "gcrDestination": {"outputUri": api_target},
+                    "params": {"builder": "daemonless"},
+                }
+            },
+        ).json()
         finished = server.wait(started["name"])
         assert "response" in finished, finished
         assert finished["metadata"]["exportModelDetails"] == {}  # no folder: the image is in the report

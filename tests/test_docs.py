@@ -1,7 +1,8 @@
 """The README carries the formats table exactly as the table itself renders it."""
+
 from pathlib import Path
 
-from converters.formats import formats_markdown
+from exporter.core.formats import formats_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

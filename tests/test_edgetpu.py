@@ -1,6 +1,7 @@
 """edgetpu_tflite: full-integer quantization, the compatibility report, and the compiler's
 invocation and log parsing against a STAND-IN executable (tests/fixtures/README.md): no real Edge
 TPU compile runs in these tests."""
+
 import json
 import shutil
 from pathlib import Path
@@ -11,8 +12,8 @@ import pytest
 from containers.edgetpu_compiler import parse_summary
 from converters.edgetpu_compat import compatibility_report, compile_blocker
 from converters.tflite import convert_to_tflite
-from exporter.errors import Code, ExportError
-from exporter.model_source import read_model
+from exporter.core.errors import Code, ExportError
+from exporter.core.model_source import read_model
 from exporter.run import export_model
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -35,8 +36,16 @@ def test_sample_model_maps_entirely_with_the_known_op_versions(digits_model):
     report = compatibility_report(convert_to_tflite(read_model(digits_model), "uint8", 20))
     assert report["inputType"] == "UINT8" and compile_blocker(report) is None
     assert report["mappedToEdgeTpu"] == report["operations"] and report["graphSplitsAtOp"] is None
-    assert report["opVersions"] == ["ADD v2", "CONV_2D v3", "DEPTHWISE_CONV_2D v3", "FULLY_CONNECTED v4",
-                                    "MEAN v2", "MUL v2", "QUANTIZE v1", "SOFTMAX v2"]
+    assert report["opVersions"] == [
+        "ADD v2",
+        "CONV_2D v3",
+        "DEPTHWISE_CONV_2D v3",
+        "FULLY_CONNECTED v4",
+        "MEAN v2",
+        "MUL v2",
+        "QUANTIZE v1",
+        "SOFTMAX v2",
+    ]
     assert report["warnings"] == []
 
 
@@ -77,7 +86,7 @@ def test_an_unsupported_op_splits_the_graph(abs_model):
     assert report["graphSplitsAtOp"] == split
     assert ops[split]["reason"] == "ABS is not an operation the Edge TPU supports"
     assert all(o["edgetpu"] for o in ops[:split])
-    assert all("after the graph splits at op" in o["reason"] for o in ops[split + 1:])
+    assert all("after the graph splits at op" in o["reason"] for o in ops[split + 1 :])
     assert report["mappedToEdgeTpu"] == split and report["runOnCpu"] == len(ops) - split
     assert report["warnings"] and "run on the CPU" in report["warnings"][0]
 
@@ -93,8 +102,14 @@ def test_export_with_the_standin_compiler(canary_model, tmp_path, standin):
     folder = Path(result.output_dir)
     assert json.loads(standin.read_text())["argv"] == ["-s", "-o", ".", "-m", "13", "model.tflite"]
     assert sorted(p.name for p in folder.iterdir()) == [
-        "dict.txt", "edgetpu_compatibility.json", "edgetpu_compiler.log", "edgetpu_model.tflite",
-        "export_report.json", "model.tflite", "tflite_metadata.json"]
+        "dict.txt",
+        "edgetpu_compatibility.json",
+        "edgetpu_compiler.log",
+        "edgetpu_model.tflite",
+        "export_report.json",
+        "model.tflite",
+        "tflite_metadata.json",
+    ]
     summary = result.report["checks"]["edgetpu"]["compiler"]
     assert summary["compilerVersion"] == "16.0.384591198" and summary["onChipMemoryUsed"] == "604.50KiB"
     assert summary["offChipMemoryUsed"] == "3.45MiB" and summary["totalOperations"] == 50
@@ -115,7 +130,9 @@ def test_a_failing_compiler_is_a_clear_error(canary_model, tmp_path, standin, mo
     with pytest.raises(ExportError) as raised:
         export_model(canary_model, edgetpu_config(tmp_path / "out"))
     assert raised.value.code is Code.FAILED_PRECONDITION
-    assert raised.value.message.startswith("edgetpu_compiler failed: ") and "could not be parsed" in raised.value.message
+    assert (
+        raised.value.message.startswith("edgetpu_compiler failed: ") and "could not be parsed" in raised.value.message
+    )
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -1,4 +1,5 @@
 """A full disk, Ctrl-C, SIGTERM and a crashing converter: a clear error, nothing half-written."""
+
 import signal
 import subprocess
 import time
@@ -7,7 +8,7 @@ import pytest
 
 from conftest import EXPORTER, exports_in, tflite_config
 from converters import REGISTRY
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 from exporter.run import export_model
 
 
@@ -16,8 +17,9 @@ def tiny_disk(tmp_path):
     """A 1 MiB tmpfs: too small for the digits model. Needs root, as CI has; fails loudly without."""
     mount_point = tmp_path / "tiny-disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     assert mounted.returncode == 0, f"cannot mount a tmpfs for the full-disk test: {mounted.stderr}"
     try:
         yield mount_point
@@ -52,9 +54,19 @@ def test_a_crashing_converter_leaves_nothing(canary_model, tmp_path, monkeypatch
 @pytest.mark.parametrize("signum,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_export_removes_the_staging_folder(digits_model, tmp_path, signum, exit_code):
     process = subprocess.Popen(
-        [str(EXPORTER), "export", "--model", str(digits_model), "--output", str(tmp_path),
-         "--param", "quantization=uint8"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            str(EXPORTER),
+            "export",
+            "--model",
+            str(digits_model),
+            "--output",
+            str(tmp_path),
+            "--param",
+            "quantization=uint8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not any(p.name.endswith(".partial") for p in exports_in(tmp_path)):

@@ -1,4 +1,5 @@
 """gs:// destinations and model import, against gcp-storage-emulator on loopback."""
+
 import hashlib
 import uuid
 
@@ -6,7 +7,7 @@ import pytest
 
 from conftest import tflite_config
 from converters import REGISTRY
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 from exporter.run import export_model
 from gcs_emulator import StorageEmulator
 
@@ -33,8 +34,9 @@ def test_export_lands_complete_in_the_bucket(canary_model, bucket):
     folder = result.output_dir
     assert folder.startswith(f"gs://{bucket.name}/team/exports/model-export-colour_canary-")
     prefix = folder.removeprefix(f"gs://{bucket.name}/")
-    assert names(bucket) == [f"{prefix}/{n}" for n in
-                             ("dict.txt", "export_report.json", "model.tflite", "tflite_metadata.json")]
+    assert names(bucket) == [
+        f"{prefix}/{n}" for n in ("dict.txt", "export_report.json", "model.tflite", "tflite_metadata.json")
+    ]
     model = bucket.blob(f"{prefix}/model.tflite").download_as_bytes()
     (entry,) = [a for a in result.report["artifacts"] if a["path"] == "model.tflite"]
     assert hashlib.sha256(model).hexdigest() == entry["sha256"]
@@ -64,16 +66,28 @@ def test_service_imports_from_a_bucket_and_exports_to_one(canary_model, bucket, 
     for path in canary_model.rglob("*"):
         if path.is_file():
             bucket.blob(f"models/canary/{path.relative_to(canary_model).as_posix()}").upload_from_filename(str(path))
-    server = Server(tmp_path, import_roots=[], output_roots=[], STORAGE_EMULATOR_HOST=emulator.url,
-                    EXPORTER_IMPORT_BUCKETS=f'["{bucket.name}"]', EXPORTER_WORKERS="1").start()
+    server = Server(
+        tmp_path,
+        import_roots=[],
+        output_roots=[],
+        STORAGE_EMULATOR_HOST=emulator.url,
+        EXPORTER_IMPORT_BUCKETS=f'["{bucket.name}"]',
+        EXPORTER_WORKERS="1",
+    ).start()
     try:
         refused = server.call("POST", f"{PARENT}/models:import", json={"sourceUri": "gs://other-bucket/m"})
         assert refused.status_code == 403
-        imported = server.call("POST", f"{PARENT}/models:import",
-                               json={"sourceUri": f"gs://{bucket.name}/models/canary", "modelId": "canary"})
+        imported = server.call(
+            "POST",
+            f"{PARENT}/models:import",
+            json={"sourceUri": f"gs://{bucket.name}/models/canary", "modelId": "canary"},
+        )
         assert imported.status_code == 200, imported.text
-        started = server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": {
-            "gcsDestination": {"outputUriPrefix": f"gs://{bucket.name}/exports"}}}).json()
+        started = server.call(
+            "POST",
+            f"{PARENT}/models/canary:export",
+            json={"outputConfig": {"gcsDestination": {"outputUriPrefix": f"gs://{bucket.name}/exports"}}},
+        ).json()
         finished = server.wait(started["name"])
         assert "response" in finished, finished
         folder = finished["metadata"]["exportModelDetails"]["outputInfo"]["gcsOutputDirectory"]

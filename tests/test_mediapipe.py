@@ -1,4 +1,5 @@
 """MediaPipe Tasks' ImageClassifier loads the tflite exports alone, labels and all."""
+
 import shutil
 from pathlib import Path
 
@@ -7,8 +8,8 @@ import pytest
 
 from converters.tflite_metadata import read_metadata
 from converters.tflite_runtime import TFLiteModel
-from exporter.images import load_image_set, normalize
-from exporter.model_source import read_model
+from exporter.core.images import load_image_set, normalize
+from exporter.core.model_source import read_model
 
 NEAR_TIE = 0.01
 
@@ -26,13 +27,14 @@ def test_mediapipe_classifies_like_our_verification(tflite_exports, name, mode, 
     shutil.copy(export / "model.tflite", alone)
     labels = (export / "dict.txt").read_text().split()
 
-    images = load_image_set(source.heldout_dir, source.labels, source.height, source.width,
-                            limit=120, purpose="held-out")
+    images = load_image_set(
+        source.heldout_dir, source.labels, source.height, source.width, limit=120, purpose="held-out"
+    )
     ours = TFLiteModel(alone).predict(normalize(images.pixels, source.mean, source.std))
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(alone)), max_results=1)
     compared = 0
     with vision.ImageClassifier.create_from_options(options) as classifier:
-        for pixels, scores in zip(images.pixels, ours):
+        for pixels, scores in zip(images.pixels, ours, strict=True):
             image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pixels))
             (top,) = classifier.classify(image).classifications[0].categories
             assert top.category_name is not None, "MediaPipe found no labels in the model"

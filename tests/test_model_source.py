@@ -1,11 +1,12 @@
-"""Reading a model folder: what fits DESIGN section 4 is read, anything else is one clear error."""
+"""Reading a model folder: what fits the model folder's rules is read, anything else is one clear error."""
+
 import json
 import shutil
 
 import pytest
 
-from exporter.errors import Code, ExportError
-from exporter.model_source import read_model
+from exporter.core.errors import Code, ExportError
+from exporter.core.model_source import read_model
 
 
 def tiny_saved_model(folder, input_shape, outputs=("probabilities",), width=6, key="serving_default"):

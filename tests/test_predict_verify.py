@@ -1,4 +1,5 @@
 """`exporter predict` and `exporter verify` on real exports."""
+
 import json
 import shutil
 from pathlib import Path
@@ -7,9 +8,9 @@ import pytest
 
 from conftest import run_cli
 from converters.tflite import convert_to_tflite
-from exporter.errors import Code, ExportError
-from exporter.images import list_images
-from exporter.model_source import read_model
+from exporter.core.errors import Code, ExportError
+from exporter.core.images import list_images
+from exporter.core.model_source import read_model
 from exporter.predict import predict
 from exporter.run import verify_export
 
@@ -84,3 +85,30 @@ def test_predict_and_verify_from_the_command_line(tflite_exports, canary_model):
     result = run_cli("verify", export, "--model", str(canary_model), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["verification"]["passed"]
+
+
+def test_labels_with_spaces_survive_the_round_trip(canary_model, tmp_path):
+    """dict.txt is one label a line: a label may hold spaces, in the model and in predictions."""
+    from converters.tflite_metadata import read_metadata
+    from exporter.run import export_model
+
+    model = tmp_path / "spaced"
+    shutil.copytree(canary_model, model)
+    spaced = [f"deep {label} hue" for label in (model / "dict.txt").read_text().split()]
+    (model / "dict.txt").write_text("\n".join(spaced) + "\n")
+    for split in ("calibration", "heldout"):  # image folders are named by label
+        for label in (model / "images" / split).iterdir():
+            label.rename(label.with_name(f"deep {label.name} hue"))
+    result = export_model(
+        model,
+        {
+            "modelFormat": "tflite",
+            "params": {"quantization": "float32"},
+            "gcsDestination": {"outputUriPrefix": str(tmp_path / "out")},
+        },
+    )
+    exported = Path(result.output_dir)
+    assert read_metadata((exported / "model.tflite").read_bytes())["labels"] == spaced
+    assert (exported / "dict.txt").read_text().splitlines() == spaced
+    files = list_images(model / "images" / "heldout")[::25]
+    assert [p.top[0][0] for p in predict(exported / "model.tflite", files)] == [f.parent.name for f in files]

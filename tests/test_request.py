@@ -1,8 +1,9 @@
-"""The request contract of models.export (DESIGN section 3), rule by rule."""
+"""The request contract of models.export (AutoML v1beta1), rule by rule."""
+
 import pytest
 
-from exporter.errors import Code, ExportError
-from exporter.request import parse_export_body, parse_output_config
+from exporter.core.errors import Code, ExportError
+from exporter.core.request import parse_export_body, parse_output_config
 
 
 def gcs(prefix="gs://bucket/dir", **extra):
@@ -25,8 +26,13 @@ def test_empty_format_means_tflite_with_defaults():
 
 def test_snake_case_names_are_accepted_like_camel_case():
     request = parse_export_body(
-        {"output_config": {"model_format": "tflite", "gcs_destination": {"output_uri_prefix": "/tmp/x"},
-                           "params": {"quantization": "float32"}}}
+        {
+            "output_config": {
+                "model_format": "tflite",
+                "gcs_destination": {"output_uri_prefix": "/tmp/x"},
+                "params": {"quantization": "float32"},
+            }
+        }
     )
     assert request.params["quantization"] == "float32"
     assert request.destination == "/tmp/x"
@@ -41,8 +47,10 @@ def test_output_config_is_required():
     [
         ({"outputConfig": gcs(), "extra": 1}, "extra"),
         ({"outputConfig": gcs(colour="red")}, "outputConfig.colour"),
-        ({"outputConfig": {"gcsDestination": {"outputUriPrefix": "/x", "bucket": "b"}}},
-         "outputConfig.gcsDestination.bucket"),
+        (
+            {"outputConfig": {"gcsDestination": {"outputUriPrefix": "/x", "bucket": "b"}}},
+            "outputConfig.gcsDestination.bucket",
+        ),
     ],
 )
 def test_unknown_fields_are_refused_by_name(data, field):
@@ -76,13 +84,19 @@ def test_docker_params_defaults_and_values():
     request = parse_output_config({"modelFormat": "docker", "gcrDestination": {"outputUri": "gcr.io/p/i:v1"}})
     assert request.params == {"cpu_architecture": "x86_64", "gpu_architecture": "none", "builder": "auto"}
     request = parse_output_config(
-        {"modelFormat": "docker", "gcrDestination": {"outputUri": "localhost:5000/p/i"},
-         "params": {"gpu_architecture": "nvidia"}}
+        {
+            "modelFormat": "docker",
+            "gcrDestination": {"outputUri": "localhost:5000/p/i"},
+            "params": {"gpu_architecture": "nvidia"},
+        }
     )
     assert request.params["gpu_architecture"] == "nvidia"
     found = violations(
-        {"modelFormat": "docker", "gcrDestination": {"outputUri": "gcr.io/p/i"},
-         "params": {"cpu_architecture": "arm64", "gpu_architecture": "amd"}}
+        {
+            "modelFormat": "docker",
+            "gcrDestination": {"outputUri": "gcr.io/p/i"},
+            "params": {"cpu_architecture": "arm64", "gpu_architecture": "amd"},
+        }
     )
     assert "allowed values: x86_64" in found["outputConfig.params.cpu_architecture"]
     assert "allowed values: none, nvidia" in found["outputConfig.params.gpu_architecture"]

@@ -1,4 +1,5 @@
 """The export service against a real server and real worker processes on loopback."""
+
 import json
 import os
 import signal
@@ -47,8 +48,7 @@ def server(tmp_path_factory, canary_model, digits_model):
 
 
 def export_body(destination: Path, **extra) -> dict:
-    return {"outputConfig": {"modelFormat": "tflite", "gcsDestination": {"outputUriPrefix": str(destination)},
-                             **extra}}
+    return {"outputConfig": {"modelFormat": "tflite", "gcsDestination": {"outputUriPrefix": str(destination)}, **extra}}
 
 
 def test_health_reports_workers_and_no_tensorflow(server):
@@ -66,13 +66,17 @@ def test_models_get_and_list(server):
     first = server.call("GET", f"{PARENT}/models", params={"pageSize": 1}).json()
     assert len(first["model"]) == 1 and first["nextPageToken"]
     second = server.call("GET", f"{PARENT}/models", params={"pageSize": 1, "pageToken": first["nextPageToken"]}).json()
-    assert {first["model"][0]["name"], second["model"][0]["name"]} == {f"{PARENT}/models/canary", f"{PARENT}/models/digits"}
+    assert {first["model"][0]["name"], second["model"][0]["name"]} == {
+        f"{PARENT}/models/canary",
+        f"{PARENT}/models/digits",
+    }
 
 
 def test_export_runs_to_completion(server):
     destination = server.outputs / "complete"
-    response = server.call("POST", f"{PARENT}/models/canary:export?$alt=json;enum-encoding=int",
-                           json=export_body(destination))
+    response = server.call(
+        "POST", f"{PARENT}/models/canary:export?$alt=json;enum-encoding=int", json=export_body(destination)
+    )
     assert response.status_code == 200, response.text
     started = response.json()
     parse_operation(started)
@@ -83,7 +87,12 @@ def test_export_runs_to_completion(server):
     assert metadata.progress_percent == 100
     folder = Path(metadata.export_model_details.output_info.gcs_output_directory)
     assert folder.parent == destination and folder.name.startswith("model-export-colour_canary-")
-    assert sorted(p.name for p in folder.iterdir()) == ["dict.txt", "export_report.json", "model.tflite", "tflite_metadata.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "dict.txt",
+        "export_report.json",
+        "model.tflite",
+        "tflite_metadata.json",
+    ]
     report = server.call("GET", f"{started['name']}:exportReport").json()
     assert report["checks"]["verification"]["passed"]
     assert server.health()["tensorflowLoaded"] is False
@@ -104,11 +113,23 @@ def error_of(response: httpx.Response, http: int, status: str) -> dict:
     "body,field",
     [
         ({}, "outputConfig"),
-        ({"outputConfig": {"modelFormat": "onnx", "gcsDestination": {"outputUriPrefix": "/x"}}}, "outputConfig.modelFormat"),
-        ({"outputConfig": {"gcsDestination": {"outputUriPrefix": "/x"}, "gcrDestination": {"outputUri": "h/p/i"}}}, "outputConfig"),
-        ({"outputConfig": {"gcsDestination": {"outputUriPrefix": "/x"}, "params": {"quantization": "int4"}}}, "outputConfig.params.quantization"),
+        (
+            {"outputConfig": {"modelFormat": "onnx", "gcsDestination": {"outputUriPrefix": "/x"}}},
+            "outputConfig.modelFormat",
+        ),
+        (
+            {"outputConfig": {"gcsDestination": {"outputUriPrefix": "/x"}, "gcrDestination": {"outputUri": "h/p/i"}}},
+            "outputConfig",
+        ),
+        (
+            {"outputConfig": {"gcsDestination": {"outputUriPrefix": "/x"}, "params": {"quantization": "int4"}}},
+            "outputConfig.params.quantization",
+        ),
         ({"outputConfig": {"gcsDestination": {"outputUriPrefix": "/x"}}, "extra": True}, "extra"),
-        ({"outputConfig": {"gcsDestination": {"outputUriPrefix": "/elsewhere"}}}, "outputConfig.gcsDestination.outputUriPrefix"),
+        (
+            {"outputConfig": {"gcsDestination": {"outputUriPrefix": "/elsewhere"}}},
+            "outputConfig.gcsDestination.outputUriPrefix",
+        ),
     ],
 )
 def test_bad_export_requests_are_invalid_argument_with_field_violations(server, body, field):
@@ -120,13 +141,30 @@ def test_bad_export_requests_are_invalid_argument_with_field_violations(server, 
 
 def test_malformed_bodies_and_names(server):
     path = f"{PARENT}/models/canary:export"
-    error_of(server.call("POST", path, content=b"{not json", headers={"content-type": "application/json"}), 400, "INVALID_ARGUMENT")
-    error_of(server.call("POST", path, content=b"a=b", headers={"content-type": "application/x-www-form-urlencoded"}), 400, "INVALID_ARGUMENT")
-    error_of(server.call("POST", path, content=b"[" + b"1," * 600_000 + b"1]", headers={"content-type": "application/json"}), 400, "INVALID_ARGUMENT")
+    error_of(
+        server.call("POST", path, content=b"{not json", headers={"content-type": "application/json"}),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    error_of(
+        server.call("POST", path, content=b"a=b", headers={"content-type": "application/x-www-form-urlencoded"}),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    error_of(
+        server.call("POST", path, content=b"[" + b"1," * 600_000 + b"1]", headers={"content-type": "application/json"}),
+        400,
+        "INVALID_ARGUMENT",
+    )
     error_of(server.call("POST", path, json=[1, 2]), 400, "INVALID_ARGUMENT")
     error_of(server.call("GET", f"{PARENT}/models/nope"), 404, "NOT_FOUND")
-    for bad in ("projects/p/locations/l/models/..", "projects/p/locations/l/models/a%2Fb", "projects//locations/l/models/m",
-                "projects/p/locations/l/models/m/extra", "projects/p%20q/locations/l/models/m"):
+    for bad in (
+        "projects/p/locations/l/models/..",
+        "projects/p/locations/l/models/a%2Fb",
+        "projects//locations/l/models/m",
+        "projects/p/locations/l/models/m/extra",
+        "projects/p%20q/locations/l/models/m",
+    ):
         response = server.call("GET", bad)
         assert response.status_code in (400, 404), (bad, response.text)
         assert response.json()["error"]["status"] in ("INVALID_ARGUMENT", "NOT_FOUND")
@@ -136,18 +174,29 @@ def test_malformed_bodies_and_names(server):
 
 
 def test_import_is_confined_to_allowed_roots(server, tmp_path):
-    error = error_of(server.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(tmp_path)}), 403, "PERMISSION_DENIED")
+    error = error_of(
+        server.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(tmp_path)}), 403, "PERMISSION_DENIED"
+    )
     assert "outside the folders models may be imported from" in error["message"]
     error_of(server.call("POST", f"{PARENT}/models:import", json={"sourceUri": "relative"}), 400, "INVALID_ARGUMENT")
 
 
 def test_cloud_model_cannot_be_exported(server, canary_model):
-    response = server.call("POST", f"{PARENT}/models:import", json={
-        "sourceUri": str(canary_model), "modelId": "cloudy",
-        "model": {"imageClassificationModelMetadata": {"modelType": "cloud"}}})
+    response = server.call(
+        "POST",
+        f"{PARENT}/models:import",
+        json={
+            "sourceUri": str(canary_model),
+            "modelId": "cloudy",
+            "model": {"imageClassificationModelMetadata": {"modelType": "cloud"}},
+        },
+    )
     assert response.status_code == 200, response.text
-    error = error_of(server.call("POST", f"{PARENT}/models/cloudy:export", json=export_body(server.outputs)),
-                     400, "FAILED_PRECONDITION")
+    error = error_of(
+        server.call("POST", f"{PARENT}/models/cloudy:export", json=export_body(server.outputs)),
+        400,
+        "FAILED_PRECONDITION",
+    )
     assert "'cloud'" in error["message"]
 
 
@@ -184,7 +233,9 @@ def test_sigkilled_worker_fails_only_its_job_and_is_replaced(server):
     running = server.call("GET", victim["name"]).json()
     parse_operation(running)  # the running state parses too
     assert running["done"] is False
-    bystander = server.call("POST", f"{PARENT}/models/canary:export", json=export_body(server.outputs / "bystander")).json()
+    bystander = server.call(
+        "POST", f"{PARENT}/models/canary:export", json=export_body(server.outputs / "bystander")
+    ).json()
     os.kill(pid, signal.SIGKILL)
     failed = server.wait(victim["name"])
     parse_operation(failed)
@@ -203,14 +254,16 @@ def test_official_client_exports_and_raises(server):
     from google.cloud import automl_v1beta1
     from google.cloud.automl_v1beta1.services.auto_ml.transports.rest import AutoMlRestTransport
 
-    transport = AutoMlRestTransport(host=f"127.0.0.1:{server.port}", credentials=AnonymousCredentials(),
-                                    url_scheme="http")
+    transport = AutoMlRestTransport(
+        host=f"127.0.0.1:{server.port}", credentials=AnonymousCredentials(), url_scheme="http"
+    )
     client = automl_v1beta1.AutoMlClient(transport=transport)
     model = client.get_model(name=f"{PARENT}/models/canary")
     assert model.display_name == "colour_canary"
     destination = server.outputs / "official"
     config = automl_v1beta1.ModelExportOutputConfig(
-        model_format="tflite", gcs_destination=automl_v1beta1.GcsDestination(output_uri_prefix=str(destination)),
+        model_format="tflite",
+        gcs_destination=automl_v1beta1.GcsDestination(output_uri_prefix=str(destination)),
         params={"quantization": "float32"},
     )
     operation = client.export_model(name=model.name, output_config=config)
@@ -220,13 +273,21 @@ def test_official_client_exports_and_raises(server):
     # A failing export raises its google.api_core exception: the destination is a file.
     blocker = server.outputs / "blocker"
     blocker.write_text("not a folder")
-    bad = client.export_model(name=model.name, output_config=automl_v1beta1.ModelExportOutputConfig(
-        gcs_destination=automl_v1beta1.GcsDestination(output_uri_prefix=str(blocker / "sub"))))
+    bad = client.export_model(
+        name=model.name,
+        output_config=automl_v1beta1.ModelExportOutputConfig(
+            gcs_destination=automl_v1beta1.GcsDestination(output_uri_prefix=str(blocker / "sub"))
+        ),
+    )
     with pytest.raises(exceptions.FailedPrecondition):
         bad.result(timeout=300)
     # A cancelled one raises Cancelled.
-    slow = client.export_model(name=f"{PARENT}/models/digits", output_config=automl_v1beta1.ModelExportOutputConfig(
-        gcs_destination=automl_v1beta1.GcsDestination(output_uri_prefix=str(server.outputs / "cancel-official"))))
+    slow = client.export_model(
+        name=f"{PARENT}/models/digits",
+        output_config=automl_v1beta1.ModelExportOutputConfig(
+            gcs_destination=automl_v1beta1.GcsDestination(output_uri_prefix=str(server.outputs / "cancel-official"))
+        ),
+    )
     assert slow.cancel() is True
     with pytest.raises(exceptions.Cancelled):
         slow.result(timeout=300)
@@ -243,13 +304,23 @@ def test_service_command_line(server, canary_model):
         return result.stdout
 
     parent = PARENT
-    imported = json.loads(cli("models", "import", str(canary_model), "--parent", parent, "--model-id", "cli_model",
-                              "--display-name", "cli_canary"))
+    imported = json.loads(
+        cli(
+            "models",
+            "import",
+            str(canary_model),
+            "--parent",
+            parent,
+            "--model-id",
+            "cli_model",
+            "--display-name",
+            "cli_canary",
+        )
+    )
     assert imported["displayName"] == "cli_canary"
     assert json.loads(cli("models", "get", f"{parent}/models/cli_model"))["name"] == f"{parent}/models/cli_model"
     assert f"{parent}/models/cli_model" in cli("models", "list", "--parent", parent)
-    started = server.call("POST", f"{parent}/models/cli_model:export",
-                          json=export_body(server.outputs / "cli")).json()
+    started = server.call("POST", f"{parent}/models/cli_model:export", json=export_body(server.outputs / "cli")).json()
     finished = json.loads(cli("operations", "wait", started["name"]))
     assert finished["done"] and "response" in finished
     assert json.loads(cli("operations", "get", started["name"], "--report"))["model"]["displayName"] == "cli_canary"
@@ -263,8 +334,16 @@ def test_service_command_line(server, canary_model):
 @pytest.mark.parametrize("model_format,artifact", [("tf_js", "model.json"), ("core_ml", "model.mlmodel")])
 def test_other_formats_through_the_api(server, model_format, artifact):
     destination = server.outputs / model_format
-    started = server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": {
-        "modelFormat": model_format, "gcsDestination": {"outputUriPrefix": f"file://{destination}"}}}).json()
+    started = server.call(
+        "POST",
+        f"{PARENT}/models/canary:export",
+        json={
+            "outputConfig": {
+                "modelFormat": model_format,
+                "gcsDestination": {"outputUriPrefix": f"file://{destination}"},
+            }
+        },
+    ).json()
     finished = server.wait(started["name"])
     _, metadata = parse_operation(finished)
     assert "response" in finished, finished
@@ -272,8 +351,16 @@ def test_other_formats_through_the_api(server, model_format, artifact):
 
 
 def test_edgetpu_without_a_compiler_fails_its_operation_clearly(server):
-    started = server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": {
-        "modelFormat": "edgetpu_tflite", "gcsDestination": {"outputUriPrefix": str(server.outputs / "edgetpu")}}}).json()
+    started = server.call(
+        "POST",
+        f"{PARENT}/models/canary:export",
+        json={
+            "outputConfig": {
+                "modelFormat": "edgetpu_tflite",
+                "gcsDestination": {"outputUriPrefix": str(server.outputs / "edgetpu")},
+            }
+        },
+    ).json()
     finished = server.wait(started["name"])
     parse_operation(finished)
     assert finished["error"]["code"] == 9 and "no Edge TPU compiler" in finished["error"]["message"]

@@ -1,4 +1,5 @@
 """Auth route by route, limits that answer 429, and no listening beyond loopback without auth."""
+
 import hashlib
 import json
 
@@ -10,8 +11,16 @@ from service_harness import PARENT, Server
 pytestmark = pytest.mark.slow
 
 TOKENS = {"exporter": "token-for-exporter", "reader": "token-for-reader", "outsider": "token-for-outsider"}
-ALL = ["automl.models.export", "automl.models.get", "automl.models.list", "automl.models.create",
-       "automl.operations.get", "automl.operations.list", "automl.operations.cancel", "automl.operations.delete"]
+ALL = [
+    "automl.models.export",
+    "automl.models.get",
+    "automl.models.list",
+    "automl.models.create",
+    "automl.operations.get",
+    "automl.operations.list",
+    "automl.operations.cancel",
+    "automl.operations.delete",
+]
 
 
 def digest(token: str) -> str:
@@ -25,21 +34,42 @@ def server(tmp_path_factory, canary_model):
     outputs.mkdir()
     grants = {
         "exporter": [{"permissions": ALL, "resources": ["projects/test-project/*"]}],
-        "reader": [{"permissions": ["automl.models.get", "automl.operations.get", "automl.operations.list"],
-                    "resources": ["projects/test-project/*"]}],
+        "reader": [
+            {
+                "permissions": ["automl.models.get", "automl.operations.get", "automl.operations.list"],
+                "resources": ["projects/test-project/*"],
+            }
+        ],
         "outsider": [{"permissions": ALL, "resources": ["projects/other-project/*"]}],
     }
     auth_file = data / "auth.json"
-    auth_file.write_text(json.dumps({"principals": {
-        name: {"token_sha256": [digest(TOKENS[name])], "grants": grants[name]} for name in TOKENS}}))
-    running = Server(data, import_roots=[CACHE], output_roots=[outputs], EXPORTER_AUTH_FILE=str(auth_file),
-                     EXPORTER_MAX_ACTIVE_EXPORTS_PER_PRINCIPAL="2", EXPORTER_WORKERS="1").start()
+    auth_file.write_text(
+        json.dumps(
+            {"principals": {name: {"token_sha256": [digest(TOKENS[name])], "grants": grants[name]} for name in TOKENS}}
+        )
+    )
+    running = Server(
+        data,
+        import_roots=[CACHE],
+        output_roots=[outputs],
+        EXPORTER_AUTH_FILE=str(auth_file),
+        EXPORTER_MAX_ACTIVE_EXPORTS_PER_PRINCIPAL="2",
+        EXPORTER_WORKERS="1",
+    ).start()
     running.outputs = outputs
-    imported = running.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"},
-                            headers=auth("exporter"))
+    imported = running.call(
+        "POST",
+        f"{PARENT}/models:import",
+        json={"sourceUri": str(canary_model), "modelId": "canary"},
+        headers=auth("exporter"),
+    )
     assert imported.status_code == 200, imported.text
-    started = running.call("POST", f"{PARENT}/models/canary:export", headers=auth("exporter"), json={
-        "outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs)}}}).json()
+    started = running.call(
+        "POST",
+        f"{PARENT}/models/canary:export",
+        headers=auth("exporter"),
+        json={"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs)}}},
+    ).json()
     running.operation = started["name"]
     assert "response" in running.wait(running.operation, headers=auth("exporter"))
     yield running
@@ -101,8 +131,9 @@ def test_official_client_passes_its_token(server):
     from google.oauth2.credentials import Credentials
 
     def client(token):
-        transport = AutoMlRestTransport(host=f"127.0.0.1:{server.port}", credentials=Credentials(token=token),
-                                        url_scheme="http")
+        transport = AutoMlRestTransport(
+            host=f"127.0.0.1:{server.port}", credentials=Credentials(token=token), url_scheme="http"
+        )
         return automl_v1beta1.AutoMlClient(transport=transport)
 
     assert client(TOKENS["reader"]).get_model(name=f"{PARENT}/models/canary").display_name == "colour_canary"
@@ -117,14 +148,22 @@ def test_official_client_passes_its_token(server):
 
 def test_active_exports_per_principal_are_limited(server):
     # Exports the other tests started (the route checks post them) finish first.
-    pending = server.call("GET", f"{PARENT}/operations", params={"filter": "done=false"},
-                          headers=auth("exporter")).json().get("operations", [])
+    pending = (
+        server.call("GET", f"{PARENT}/operations", params={"filter": "done=false"}, headers=auth("exporter"))
+        .json()
+        .get("operations", [])
+    )
     for operation in pending:
         server.wait(operation["name"], headers=auth("exporter"))
-    body = {"outputConfig": {"modelFormat": "tf_saved_model",
-                             "gcsDestination": {"outputUriPrefix": str(server.outputs / "limit")}}}
-    answers = [server.call("POST", f"{PARENT}/models/canary:export", json=body, headers=auth("exporter"))
-               for _ in range(4)]
+    body = {
+        "outputConfig": {
+            "modelFormat": "tf_saved_model",
+            "gcsDestination": {"outputUriPrefix": str(server.outputs / "limit")},
+        }
+    }
+    answers = [
+        server.call("POST", f"{PARENT}/models/canary:export", json=body, headers=auth("exporter")) for _ in range(4)
+    ]
     codes = [a.status_code for a in answers]
     assert codes[:2] == [200, 200] and 429 in codes[2:], codes
     error = answers[codes.index(429)].json()["error"]
@@ -143,11 +182,16 @@ def test_serve_refuses_to_listen_beyond_loopback_without_auth():
 def test_queue_length_is_limited(tmp_path, canary_model):
     outputs = tmp_path / "exports"
     outputs.mkdir()
-    server = Server(tmp_path, import_roots=[CACHE], output_roots=[outputs], EXPORTER_WORKERS="0",
-                    EXPORTER_MAX_QUEUE="2").start()
+    server = Server(
+        tmp_path, import_roots=[CACHE], output_roots=[outputs], EXPORTER_WORKERS="0", EXPORTER_MAX_QUEUE="2"
+    ).start()
     try:
-        assert server.call("POST", f"{PARENT}/models:import",
-                           json={"sourceUri": str(canary_model), "modelId": "canary"}).status_code == 200
+        assert (
+            server.call(
+                "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
+            ).status_code
+            == 200
+        )
         body = {"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs)}}}
         codes = [server.call("POST", f"{PARENT}/models/canary:export", json=body).status_code for _ in range(3)]
         assert codes == [200, 200, 429]

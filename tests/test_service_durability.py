@@ -1,4 +1,5 @@
 """Operations that last: a server restart loses nothing, PostgreSQL works as the store."""
+
 import time
 import uuid
 
@@ -15,9 +16,22 @@ def test_restart_loses_no_operation_and_reclaims_a_running_one(tmp_path, canary_
     outputs.mkdir()
     server = Server(tmp_path, import_roots=[CACHE], output_roots=[outputs], EXPORTER_MAX_ATTEMPTS="2").start()
     try:
-        assert server.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}).status_code == 200
-        assert server.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(digits_model), "modelId": "digits"}).status_code == 200
-        body = lambda d: {"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs / d)}}}
+        assert (
+            server.call(
+                "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
+            ).status_code
+            == 200
+        )
+        assert (
+            server.call(
+                "POST", f"{PARENT}/models:import", json={"sourceUri": str(digits_model), "modelId": "digits"}
+            ).status_code
+            == 200
+        )
+
+        def body(folder: str) -> dict:
+            return {"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs / folder)}}}
+
         done = server.call("POST", f"{PARENT}/models/canary:export", json=body("before")).json()
         assert "response" in server.wait(done["name"])
         running = server.call("POST", f"{PARENT}/models/digits:export", json=body("during")).json()
@@ -59,12 +73,22 @@ def postgres_url():
 def test_service_on_postgresql(tmp_path, canary_model, postgres_url):
     outputs = tmp_path / "exports"
     outputs.mkdir()
-    server = Server(tmp_path, import_roots=[CACHE], output_roots=[outputs],
-                    EXPORTER_DATABASE_URL=postgres_url).start()
+    server = Server(tmp_path, import_roots=[CACHE], output_roots=[outputs], EXPORTER_DATABASE_URL=postgres_url).start()
     try:
-        assert server.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}).status_code == 200
-        started = [server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": {
-            "gcsDestination": {"outputUriPrefix": str(outputs / str(i))}}}).json() for i in range(3)]
+        assert (
+            server.call(
+                "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
+            ).status_code
+            == 200
+        )
+        started = [
+            server.call(
+                "POST",
+                f"{PARENT}/models/canary:export",
+                json={"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs / str(i))}}},
+            ).json()
+            for i in range(3)
+        ]
         for operation in started:
             assert "response" in server.wait(operation["name"])
         listed = server.call("GET", f"{PARENT}/operations", params={"filter": "done=true", "pageSize": 2}).json()

@@ -1,5 +1,6 @@
 """The serving SavedModel: AutoML's signature, the source's answers from image files, TF Serving's
 row format and saved_model_cli."""
+
 import base64
 import json
 import os
@@ -11,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.serving_rest import RestError, predict_rows
-from exporter.images import list_images
-from exporter.saved_model_proto import read_signatures
+from exporter.core.images import list_images
+from exporter.core.saved_model_proto import read_signatures
+from serving_rest import RestError, predict_rows
 
 SAVED_MODEL_CLI = Path(sys.executable).parent / "saved_model_cli"
 
@@ -48,8 +49,7 @@ def test_classifies_original_jpeg_and_png_files_of_other_sizes(serving_exports, 
     files = list_images(canary_model / "images" / "heldout")
     assert {p.suffix for p in files} == {".png", ".jpg"}
     serve = serving_signature(folder)
-    result = serve(image_bytes=tf.constant([p.read_bytes() for p in files]),
-                   key=tf.constant([p.name for p in files]))
+    result = serve(image_bytes=tf.constant([p.read_bytes() for p in files]), key=tf.constant([p.name for p in files]))
     labels = result["labels"].numpy().astype(str)
     top = labels[np.arange(len(files)), result["scores"].numpy().argmax(1)]
     assert list(top) == [p.parent.name for p in files]
@@ -59,10 +59,12 @@ def test_classifies_original_jpeg_and_png_files_of_other_sizes(serving_exports, 
 def test_tf_serving_rest_body_gives_automl_predictions(serving_exports, canary_model):
     folder, _ = serving_exports["canary"]
     red, blue = (sorted((canary_model / "images/heldout" / c).glob("*.jpg"))[0] for c in ("red", "blue"))
-    body = {"instances": [
-        {"image_bytes": {"b64": base64.b64encode(red.read_bytes()).decode()}, "key": "1"},
-        {"image_bytes": {"b64": base64.b64encode(blue.read_bytes()).decode()}, "key": "2"},
-    ]}
+    body = {
+        "instances": [
+            {"image_bytes": {"b64": base64.b64encode(red.read_bytes()).decode()}, "key": "1"},
+            {"image_bytes": {"b64": base64.b64encode(blue.read_bytes()).decode()}, "key": "2"},
+        ]
+    }
     response = predict_rows(serving_signature(folder), json.loads(json.dumps(body)))
     json.dumps(response)  # plain JSON, as the server would send it
     first, second = response["predictions"]
@@ -78,8 +80,9 @@ def test_tf_serving_rest_body_gives_automl_predictions(serving_exports, canary_m
 def toy(fn, **specs):
     import tensorflow as tf
 
-    return tf.function(fn, input_signature=[tf.TensorSpec(s, d, name=n) for n, (s, d) in specs.items()]
-                       ).get_concrete_function()
+    return tf.function(
+        fn, input_signature=[tf.TensorSpec(s, d, name=n) for n, (s, d) in specs.items()]
+    ).get_concrete_function()
 
 
 def test_documented_half_plus_three_example():
@@ -94,14 +97,21 @@ def test_several_outputs_are_a_list_of_objects_and_bytes_outputs_b64():
 
     signature = toy(
         lambda tag, signal: {"tag_bytes": tag, "total": tf.reduce_sum(signal, axis=1)},
-        tag=([None], tf.string), signal=([None, 5], tf.int32),
+        tag=([None], tf.string),
+        signal=([None, 5], tf.int32),
     )
-    body = {"instances": [{"tag": "foo", "signal": [1, 2, 3, 4, 5]},
-                          {"tag": {"b64": base64.b64encode(b"bar").decode()}, "signal": [3, 4, 1, 2, 5]}]}
-    assert predict_rows(signature, body) == {"predictions": [
-        {"tag_bytes": {"b64": base64.b64encode(b"foo").decode()}, "total": 15},
-        {"tag_bytes": {"b64": base64.b64encode(b"bar").decode()}, "total": 15},
-    ]}
+    body = {
+        "instances": [
+            {"tag": "foo", "signal": [1, 2, 3, 4, 5]},
+            {"tag": {"b64": base64.b64encode(b"bar").decode()}, "signal": [3, 4, 1, 2, 5]},
+        ]
+    }
+    assert predict_rows(signature, body) == {
+        "predictions": [
+            {"tag_bytes": {"b64": base64.b64encode(b"foo").decode()}, "total": 15},
+            {"tag_bytes": {"b64": base64.b64encode(b"bar").decode()}, "total": 15},
+        ]
+    }
 
 
 def test_outputs_must_share_the_batch_dimension():
@@ -122,10 +132,22 @@ def test_saved_model_cli_runs_the_export(serving_exports, canary_model, tmp_path
     np.save(tmp_path / "images.npy", np.array([image.read_bytes()], dtype=object))
     np.save(tmp_path / "keys.npy", np.array([b"k1"], dtype=object))
     result = subprocess.run(
-        [str(SAVED_MODEL_CLI), "run", "--dir", str(folder), "--tag_set", "serve",
-         "--signature_def", "serving_default",
-         "--inputs", f"image_bytes={tmp_path / 'images.npy'};key={tmp_path / 'keys.npy'}"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        [
+            str(SAVED_MODEL_CLI),
+            "run",
+            "--dir",
+            str(folder),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--inputs",
+            f"image_bytes={tmp_path / 'images.npy'};key={tmp_path / 'keys.npy'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout

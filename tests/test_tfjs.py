@@ -1,19 +1,20 @@
 """tf_js exports, verified in Node.js on the wasm backend."""
+
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from converters.node_runtime import tfjs_predict
-from exporter.errors import Code, ExportError
-from exporter.images import list_images, load_pixels
 from conftest import tfjs_config
+from converters.node_runtime import tfjs_predict
+from exporter.core.errors import Code, ExportError
+from exporter.core.images import list_images, load_pixels
 from exporter.run import export_model
 
 
 def test_artifacts_and_node_verification(tfjs_exports):
-    for (name, quantization, contract), (folder, report) in tfjs_exports.items():
+    for (_name, quantization, contract), (folder, report) in tfjs_exports.items():
         files = sorted(p.name for p in folder.iterdir())
         assert "model.json" in files and "dict.txt" in files and any(f.startswith("group1-shard") for f in files)
         check = report["checks"]["verification"]

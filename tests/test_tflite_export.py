@@ -1,4 +1,5 @@
 """Real TFLite exports of the sample models, verified, and their artifacts run independently."""
+
 import dataclasses
 import hashlib
 import json
@@ -8,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TFLITE_MODES as MODES
+from conftest import tflite_config as config
 from converters import tflite
 from converters.verification import Tolerance, compare, make_reference
-from exporter.errors import Code, ExportError
-from exporter.images import list_images, load_pixels
-from exporter.model_source import read_model
+from exporter.core.errors import Code, ExportError
+from exporter.core.images import list_images, load_pixels
+from exporter.core.model_source import read_model
 from exporter.run import STAGES, export_model
-from conftest import TFLITE_MODES as MODES, tflite_config as config
 
 FOLDER_NAME = r"model-export-{}-\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z"
 
@@ -28,7 +30,7 @@ def exports(tflite_exports):
 
 
 def test_every_quantization_value_has_a_mode():
-    from converters.formats import format_row
+    from exporter.core.formats import format_row
 
     assert set(format_row("tflite").param("quantization").allowed) == set(tflite.MODES) == set(MODES)
 
@@ -41,7 +43,10 @@ def test_export_folder_is_complete_and_alone(exports, case):
     assert re.fullmatch(FOLDER_NAME.format(display), folder.name)
     assert str(folder) == result.output_dir
     assert sorted(p.name for p in folder.iterdir()) == [
-        "dict.txt", "export_report.json", "model.tflite", "tflite_metadata.json"
+        "dict.txt",
+        "export_report.json",
+        "model.tflite",
+        "tflite_metadata.json",
     ]
     assert stages == [(s, e) for s in STAGES for e in ("start", "done")]
 
@@ -159,7 +164,7 @@ def test_canary_uint8_artifact_reads_colours_by_itself(exports, canary_model):
     assert classify_files(folder, images, 32) == truth
     # The same artifact fed BGR misreads the colours: the canary shows a channel swap at once.
     swapped = classify_files(folder, images, 32, channels=(2, 1, 0))
-    assert sum(a != t for a, t in zip(swapped, truth)) > len(truth) / 3
+    assert sum(a != t for a, t in zip(swapped, truth, strict=True)) > len(truth) / 3
 
 
 def test_verification_catches_a_channel_swap(exports, canary_model):
@@ -170,8 +175,7 @@ def test_verification_catches_a_channel_swap(exports, canary_model):
     with pytest.raises(ExportError) as raised:
         compare("ai_edge_litert", reference, swapped, tflite.MODES["float32"].tolerance, "swapped")
     assert raised.value.code is Code.FAILED_PRECONDITION
-    assert re.search(r"top-1 differs from the source on \d+ of \d+ decided images \(allowed 0\)",
-                     raised.value.message)
+    assert re.search(r"top-1 differs from the source on \d+ of \d+ decided images \(allowed 0\)", raised.value.message)
 
 
 def test_export_outside_tolerance_fails_and_leaves_nothing(canary_model, tmp_path, monkeypatch):

@@ -1,10 +1,11 @@
 """A model the conversion libraries refuse: one clear error naming the cause, nothing written."""
+
 import json
 import shutil
 
 import pytest
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 from exporter.run import export_model
 
 
@@ -31,8 +32,9 @@ def determinant_model(tmp_path_factory, canary_model):
 @pytest.mark.parametrize("model_format,library", [("tf_js", "tensorflowjs"), ("core_ml", "coremltools")])
 def test_refused_model_fails_cleanly(determinant_model, tmp_path, model_format, library):
     with pytest.raises(ExportError) as raised:
-        export_model(determinant_model, {"modelFormat": model_format,
-                                         "gcsDestination": {"outputUriPrefix": str(tmp_path)}})
+        export_model(
+            determinant_model, {"modelFormat": model_format, "gcsDestination": {"outputUriPrefix": str(tmp_path)}}
+        )
     assert raised.value.code is Code.FAILED_PRECONDITION
     assert raised.value.message.startswith(f"{library} cannot convert this model: ")
     assert "MatrixDeterminant" in raised.value.message and "\n" not in raised.value.message

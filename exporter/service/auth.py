@@ -11,6 +11,7 @@ A grant's resources are shell-style patterns over resource names (``*`` matches 
 Without a file every call is allowed, and ``exporter serve`` then refuses to listen beyond
 loopback. Only the tokens' SHA-256 digests are stored.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -22,11 +23,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 PERMISSIONS = (
-    "automl.models.export", "automl.models.get", "automl.models.list", "automl.models.create",
-    "automl.operations.get", "automl.operations.list", "automl.operations.cancel",
+    "automl.models.export",
+    "automl.models.get",
+    "automl.models.list",
+    "automl.models.create",
+    "automl.operations.get",
+    "automl.operations.list",
+    "automl.operations.cancel",
     "automl.operations.delete",
 )
 
@@ -54,8 +60,10 @@ class Principal:
     grants: tuple[Grant, ...]
 
     def may(self, permission: str, resource: str) -> bool:
-        return any(permission in g.permissions and any(fnmatch.fnmatchcase(resource, r) for r in g.resources)
-                   for g in self.grants)
+        return any(
+            permission in g.permissions and any(fnmatch.fnmatchcase(resource, r) for r in g.resources)
+            for g in self.grants
+        )
 
 
 class Authorizer:
@@ -90,5 +98,7 @@ class Authorizer:
 
     def authorize(self, principal: Principal | None, permission: str, resource: str) -> None:
         if principal is not None and not principal.may(permission, resource):
-            raise ExportError(Code.PERMISSION_DENIED,
-                              f"permission '{permission}' denied on resource '{resource}' for {principal.name}")
+            raise ExportError(
+                Code.PERMISSION_DENIED,
+                f"permission '{permission}' denied on resource '{resource}' for {principal.name}",
+            )

@@ -1,11 +1,12 @@
 """A small HTTP client of the service, for the command line (the official client works too)."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 
 class ServiceClient:

@@ -1,18 +1,21 @@
 """Model import: a model folder from an allow-listed root, checked and copied into the store."""
+
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from exporter.errors import Code, ExportError, FieldViolation
-from exporter.manifest import DISPLAY_NAME, DISPLAY_NAME_RULE
-from exporter.model_source import read_model
-from exporter.model_types import MODEL_TYPES
+from exporter.core.errors import Code, ExportError, FieldViolation
+from exporter.core.manifest import DISPLAY_NAME, DISPLAY_NAME_RULE
+from exporter.core.model_source import check_confined, check_model_folder, read_model
+from exporter.core.model_types import MODEL_TYPES
 from exporter.service.resources import SEGMENT
 from exporter.service.settings import ServiceSettings
 from exporter.service.store import ModelRow, Store, utc_now
@@ -47,11 +50,15 @@ def parse_import(body: object) -> ImportModelRequest:
     try:
         return ImportModelRequest.model_validate(body)
     except ValidationError as error:
-        raise ExportError.invalid([
-            FieldViolation(".".join(map(str, e["loc"])) or "body",
-                           "unknown field" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in error.errors()
-        ]) from None
+        raise ExportError.invalid(
+            [
+                FieldViolation(
+                    ".".join(map(str, e["loc"])) or "body",
+                    "unknown field" if e["type"] == "extra_forbidden" else e["msg"],
+                )
+                for e in error.errors()
+            ]
+        ) from None
 
 
 def _check_source(uri: str, settings: ServiceSettings) -> Path | str:
@@ -60,12 +67,16 @@ def _check_source(uri: str, settings: ServiceSettings) -> Path | str:
         bucket = uri.removeprefix("gs://").split("/", 1)[0]
         if bucket not in settings.import_buckets:
             allowed = ", ".join(settings.import_buckets) or "none configured (EXPORTER_IMPORT_BUCKETS)"
-            raise ExportError(Code.PERMISSION_DENIED,
-                              f"sourceUri {uri!r} is outside the buckets models may be imported from: {allowed}")
+            raise ExportError(
+                Code.PERMISSION_DENIED,
+                f"sourceUri {uri!r} is outside the buckets models may be imported from: {allowed}",
+            )
         return uri
     source = Path(uri.removeprefix("file://")).expanduser()
     if not source.is_absolute():
-        raise ExportError.invalid([FieldViolation("sourceUri", "must be an absolute path, file:///abs/dir or gs://bucket/dir")])
+        raise ExportError.invalid(
+            [FieldViolation("sourceUri", "must be an absolute path, file:///abs/dir or gs://bucket/dir")]
+        )
     source = source.resolve()
     if not under_root(source, settings.import_roots):
         allowed = ", ".join(map(str, settings.import_roots)) or "none configured (EXPORTER_IMPORT_ROOTS)"
@@ -94,21 +105,32 @@ def import_model(store: Store, settings: ServiceSettings, parent: str, request: 
     metadata = overrides.image_classification_model_metadata
     model_type = metadata.model_type if metadata else None
     if model_type is not None and model_type not in MODEL_TYPES:
-        raise ExportError.invalid([FieldViolation(
-            "model.imageClassificationModelMetadata.modelType",
-            f"{model_type!r} is not a model type; allowed: {', '.join(MODEL_TYPES)}")])
+        raise ExportError.invalid(
+            [
+                FieldViolation(
+                    "model.imageClassificationModelMetadata.modelType",
+                    f"{model_type!r} is not a model type; allowed: {', '.join(MODEL_TYPES)}",
+                )
+            ]
+        )
 
+    if not isinstance(source, str):
+        # Links, manifest paths and operations, before anything is copied into the store.
+        check_model_folder(source)
     target = settings.models_dir / model_id
     staging = settings.models_dir / f".{model_id}.partial"
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     try:
         if isinstance(source, str):
-            from exporter.gcs import download_prefix
+            from exporter.destinations.gcs import download_prefix
 
             staging.mkdir()
             download_prefix(source, staging)
         else:
-            shutil.copytree(source, staging, symlinks=False)
+            copy_without_following(source, staging)
+        # The copy is what the service keeps and exports: a link swapped in after the check above
+        # was copied as a link, and ends here, before the service writes into the copy.
+        check_confined(staging)
         manifest_path = staging / "manifest.json"
         try:
             manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -119,15 +141,74 @@ def import_model(store: Store, settings: ServiceSettings, parent: str, request: 
         if model_type is not None:
             manifest["model_type"] = model_type
         manifest.setdefault("display_name", Path(str(source).rstrip("/")).name)
+        manifest_path.unlink(missing_ok=True)  # a file of its own, not one a link leads to
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         checked = read_model(staging)  # the same checks as a standalone export, no TensorFlow
         staging.rename(target)
     except OSError as error:
-        raise ExportError(Code.INTERNAL, f"cannot copy the model into the store: {error}") from None
+        raise ExportError(Code.INTERNAL, f"cannot copy the model into the store: {error.strerror or error}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     now = utc_now()
-    return store.add_model(ModelRow(
-        name=name, parent=parent, display_name=checked.display_name, model_type=checked.model_type,
-        path=str(target), create_time=now, update_time=now,
-    ))
+    return store.add_model(
+        ModelRow(
+            name=name,
+            parent=parent,
+            display_name=checked.display_name,
+            model_type=checked.model_type,
+            path=str(target),
+            create_time=now,
+            update_time=now,
+        )
+    )
+
+
+def copy_without_following(source: Path, target: Path) -> None:
+    """Copy a model folder, never following a link: links are copied as links (relative ones only:
+    an absolute link would lead out of the copy), and every folder and file is opened relative to
+    its already-open parent without following a link, so that a folder or file swapped for a link
+    while the copy runs is refused, not followed out of the model folder."""
+    no_follow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    top = os.open(source, no_follow | os.O_DIRECTORY)
+    try:
+        _copy_folder(top, target, "", no_follow)
+    finally:
+        os.close(top)
+
+
+def _copy_folder(folder_fd: int, target: Path, relative: str, no_follow: int) -> None:
+    target.mkdir()
+    with os.scandir(folder_fd) as entries:
+        names = sorted(entry.name for entry in entries)
+    for name in names:
+        where = f"{relative}{name}"
+        try:
+            info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                link = os.readlink(name, dir_fd=folder_fd)
+                if os.path.isabs(link):
+                    raise ExportError(
+                        Code.INVALID_ARGUMENT,
+                        f"{where} is a link by absolute path: the service keeps its own copy of the model "
+                        "folder, so a link in it must be relative",
+                    )
+                os.symlink(link, target / name)
+            elif stat.S_ISDIR(info.st_mode):
+                child = os.open(name, no_follow | os.O_DIRECTORY, dir_fd=folder_fd)
+                try:
+                    _copy_folder(child, target / name, f"{where}/", no_follow)
+                finally:
+                    os.close(child)
+            else:
+                # O_NONBLOCK: a pipe swapped in opens at once (and is refused) instead of blocking.
+                file_fd = os.open(name, no_follow | os.O_NONBLOCK, dir_fd=folder_fd)
+                with open(file_fd, "rb") as source_file:
+                    if not stat.S_ISREG(os.fstat(file_fd).st_mode):
+                        raise ExportError(Code.INVALID_ARGUMENT, f"{where} is neither a file nor a folder")
+                    with open(target / name, "xb") as target_file:
+                        shutil.copyfileobj(source_file, target_file, 1 << 20)
+        except OSError as error:
+            # ELOOP or ENOTDIR: swapped for a link since it was listed; never followed.
+            raise ExportError(
+                Code.INVALID_ARGUMENT, f"cannot copy {where} from the model folder: {error.strerror}"
+            ) from None

@@ -5,6 +5,7 @@ and fails every queued job. Here each worker is its own spawned process holding 
 store; the supervisor thread replaces a dead worker and hands its job back to the queue (or fails
 it after ``max_attempts``), and also reclaims jobs whose lease expired (a server that died).
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,10 @@ class WorkerPool:
     def _spawn(self, slot: int) -> None:
         owner = f"{socket.gethostname()}/{slot}/{uuid.uuid4().hex[:8]}"
         process = self.context.Process(
-            target=worker_main, args=(self.settings.model_dump_json(), owner),
-            name=f"exporter-worker-{slot}", daemon=True,
+            target=worker_main,
+            args=(self.settings.model_dump_json(), owner),
+            name=f"exporter-worker-{slot}",
+            daemon=True,
         )
         process.start()
         self.workers[slot] = (process, owner)

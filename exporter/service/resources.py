@@ -4,12 +4,13 @@ The Operation and its metadata carry exactly the proto's fields and nothing else
 client parses them with ``ignore_unknown_fields=False``. What else the engine knows of an export
 lives in its report, served by an extension endpoint.
 """
+
 from __future__ import annotations
 
 import re
 
-from exporter.destinations import rfc3339_millis
-from exporter.errors import Code, ExportError, FieldViolation
+from exporter.core.clock import rfc3339_millis
+from exporter.core.errors import Code, ExportError, FieldViolation
 from exporter.service.store import ModelRow, OperationRow, State
 
 METADATA_TYPE = "type.googleapis.com/google.cloud.automl.v1beta1.OperationMetadata"
@@ -22,9 +23,11 @@ SEGMENT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,126}[A-Za-z0-9])?$")
 def check_segments(**segments: str) -> None:
     """INVALID_ARGUMENT naming every malformed segment of a resource name."""
     bad = [
-        FieldViolation("name", f"{kind} {value!r} is not a valid resource name segment "
-                               "(letters, digits, '-' and '_', at most 128)")
-        for kind, value in segments.items() if not SEGMENT.match(value)
+        FieldViolation(
+            "name", f"{kind} {value!r} is not a valid resource name segment (letters, digits, '-' and '_', at most 128)"
+        )
+        for kind, value in segments.items()
+        if not SEGMENT.match(value)
     ]
     if bad:
         raise ExportError.invalid(bad)
@@ -70,5 +73,11 @@ def operation_json(row: OperationRow) -> dict:
 def status_body(error: ExportError) -> dict:
     """The google.rpc.Status body of an HTTP error response."""
     status = error.to_status()
-    return {"error": {"code": error.code.http_status, "message": error.message,
-                      "status": error.code.name, "details": status["details"]}}
+    return {
+        "error": {
+            "code": error.code.http_status,
+            "message": error.message,
+            "status": error.code.name,
+            "details": status["details"],
+        }
+    }

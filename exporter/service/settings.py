@@ -1,4 +1,5 @@
 """The service's settings, from ``EXPORTER_*`` environment variables (or a .env file)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,13 +4,16 @@ TensorFlow is imported here, once at start, and never in the API process. While 
 heartbeat thread renews its lease; the job's progress callback records each stage and stops
 the export (nothing is published) when the operation was cancelled.
 """
+
 from __future__ import annotations
 
 import os
 import threading
 import time
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
+from exporter.core.formats import DestinationKind
+from exporter.core.request import parse_output_config
 from exporter.service.settings import ServiceSettings
 from exporter.service.store import OperationRow, State, Store
 
@@ -57,11 +60,18 @@ def run_job(store: Store, row: OperationRow, owner: str, settings: ServiceSettin
         model = store.get_model(row.model_name)
         if model is None:
             raise ExportError(Code.NOT_FOUND, f"model {row.model_name} no longer exists")
+        request = parse_output_config(row.output_config)
         result = export_model(model.path, row.output_config, progress=progress, started=row.create_time)
         # outputInfo has only gcsOutputDirectory: a pushed image is named in the report instead.
-        pushed_image = "gcrDestination" in row.output_config or "gcr_destination" in row.output_config
-        store.finish(row.id, owner, State.SUCCEEDED, progress_percent=100,
-                     output_dir=None if pushed_image else result.output_dir, report=result.report)
+        folder = request.row.destination is DestinationKind.GCS
+        store.finish(
+            row.id,
+            owner,
+            State.SUCCEEDED,
+            progress_percent=100,
+            output_dir=result.output_dir if folder else None,
+            report=result.report,
+        )
     except ExportError as error:
         state = State.CANCELLED if error.code is Code.CANCELLED else State.FAILED
         store.finish(row.id, owner, state, error=error.to_status())

@@ -8,16 +8,18 @@ the final prefix with ``export_report.json`` copied last, then the staging objec
 A reader that sees ``export_report.json`` in a ``model-export-...`` folder sees a complete export;
 a failure during the copy removes what was copied.
 """
+
 from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import tempfile
 from pathlib import Path
 
-from exporter.errors import Code, ExportError
-from exporter.report import REPORT_FILE
+from exporter.core.errors import Code, ExportError
+from exporter.core.report import REPORT_FILE
+from exporter.core.request import ExportRequest
+from exporter.destinations.base import Destination
 
 CREDENTIALS_SETTING = "EXPORTER_GCS_CREDENTIALS"
 
@@ -28,8 +30,9 @@ def storage_client():
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"),
-                              credentials=AnonymousCredentials())
+        return storage.Client(
+            project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"), credentials=AnonymousCredentials()
+        )
     key_file = os.environ.get(CREDENTIALS_SETTING)
     if key_file:
         return storage.Client.from_service_account_json(key_file)
@@ -54,13 +57,21 @@ def gcs_error(error: Exception, doing: str) -> ExportError:
     return ExportError(Code.INTERNAL, f"{doing}: {type(error).__name__}: {error}")
 
 
-class GcsDestination:
+class GcsDestination(Destination):
     """A gs://bucket/dir prefix; the export is built in a local folder, then published."""
 
     def __init__(self, uri: str):
         self.bucket_name, self.prefix = split_uri(uri)
-        self.uri = uri.rstrip("/")
+        self._uri = uri.rstrip("/")
         self._staging_prefix: str | None = None
+
+    @classmethod
+    def from_request(cls, request: ExportRequest) -> GcsDestination:
+        return cls(request.destination)
+
+    @property
+    def uri(self) -> str:
+        return self._uri
 
     def _bucket(self):
         from google.api_core import exceptions
@@ -80,14 +91,15 @@ class GcsDestination:
             raise ExportError(Code.ALREADY_EXISTS, f"{self.uri}/{final_name} already exists")
         return Path(tempfile.mkdtemp(prefix=f"{final_name}."))
 
-    def publish(self, staging: Path, final_name: str) -> str:
+    def publish(self, staging: Path, final_name: str, report: dict) -> str:
         from google.api_core import exceptions
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         bucket = self._bucket()
         self._staging_prefix = self._key(f".{final_name}.{secrets.token_hex(4)}.partial")
-        files = sorted((p for p in staging.rglob("*") if p.is_file()),
-                       key=lambda p: (p.name == REPORT_FILE, str(p)))  # the report last: the marker
+        files = sorted(
+            (p for p in staging.rglob("*") if p.is_file()), key=lambda p: (p.name == REPORT_FILE, str(p))
+        )  # the report last: the marker
         copied = []
         try:
             staged = []
@@ -112,10 +124,6 @@ class GcsDestination:
                 _delete_quietly(blob)
             self._staging_prefix = None
 
-    @staticmethod
-    def discard(staging: Path) -> None:
-        shutil.rmtree(staging, ignore_errors=True)
-
 
 def _delete_quietly(blob) -> None:
     from google.api_core import exceptions
@@ -137,10 +145,15 @@ def download_prefix(uri: str, target: Path) -> Path:
         if not blobs:
             raise ExportError(Code.NOT_FOUND, f"no objects under {uri}")
         for blob in blobs:
-            relative = blob.name[len(prefix):].lstrip("/") if prefix else blob.name
+            relative = blob.name[len(prefix) :].lstrip("/") if prefix else blob.name
             if not relative or relative.endswith("/"):
                 continue
-            path = target / relative
+            parts = relative.split("/")
+            if any(part in ("", ".", "..") for part in parts):  # an object name may climb: refuse it
+                raise ExportError(
+                    Code.INVALID_ARGUMENT, f"object {blob.name!r} under {uri} is not a plain relative path"
+                )
+            path = target.joinpath(*parts)
             path.parent.mkdir(parents=True, exist_ok=True)
             blob.download_to_filename(str(path))
     except exceptions.GoogleAPICallError as error:

@@ -6,9 +6,10 @@ of values when the signature has one input and of objects naming every input oth
 ``{"b64": ...}`` carries binary strings; every output must share dimension 0 with the batch
 (else "inconsistent batch size") and none may be a scalar; one output gives a list of values,
 several a list of objects; outputs whose names end in ``_bytes`` come back as ``{"b64": ...}``.
-The engine uses it to check that the serving SavedModel answers a TF Serving client as
-AutoML's container does, without a TF Serving binary.
+The tests use it to check that the serving SavedModel answers a TF Serving client as AutoML's
+container does, without a TF Serving binary.
 """
+
 from __future__ import annotations
 
 import base64
@@ -24,7 +25,7 @@ class RestError(ValueError):
 def _decode(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) != {"b64"}:
-            raise RestError(f"an object value must be {{\"b64\": ...}}; found keys {sorted(value)}")
+            raise RestError(f'an object value must be {{"b64": ...}}; found keys {sorted(value)}')
         return base64.b64decode(value["b64"], validate=True)
     if isinstance(value, list):
         return [_decode(v) for v in value]
@@ -75,7 +76,6 @@ def predict_rows(signature, body: dict) -> dict:
         return {"predictions": [_encode(name, row) for row in value]}
     return {
         "predictions": [
-            {name: _encode(name, value[i]) for name, value in sorted(outputs.items())}
-            for i in range(batch)
+            {name: _encode(name, value[i]) for name, value in sorted(outputs.items())} for i in range(batch)
         ]
     }

@@ -3,9 +3,11 @@
 The same error becomes an HTTP response (google.rpc.Status JSON), an ``Operation.error`` and
 the one line that the CLI prints, so every layer raises ``ExportError`` and nothing else.
 """
+
 from __future__ import annotations
 
 import enum
+import errno
 from dataclasses import dataclass, field
 
 
@@ -79,7 +81,7 @@ class ExportError(Exception):
         return f"{self.code.name}: {self.message}"
 
     @classmethod
-    def invalid(cls, violations: list[FieldViolation]) -> "ExportError":
+    def invalid(cls, violations: list[FieldViolation]) -> ExportError:
         """INVALID_ARGUMENT listing every violation; the message names each field."""
         message = "; ".join(f"{v.field}: {v.description}" for v in violations)
         return cls(Code.INVALID_ARGUMENT, message, list(violations))
@@ -91,9 +93,22 @@ class ExportError(Exception):
             details.append(
                 {
                     "@type": "type.googleapis.com/google.rpc.BadRequest",
-                    "fieldViolations": [
-                        {"field": v.field, "description": v.description} for v in self.violations
-                    ],
+                    "fieldViolations": [{"field": v.field, "description": v.description} for v in self.violations],
                 }
             )
         return {"code": int(self.code), "message": self.message, "details": details}
+
+
+def os_error(error: OSError, doing: str) -> ExportError:
+    """An OSError met while `doing` something, as the google.rpc code a user can act on."""
+    where = f" {error.filename!r}" if error.filename else ""
+    text = f"{doing}: {error.strerror or error}{where}"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ExportError(Code.RESOURCE_EXHAUSTED, text)
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ExportError(Code.PERMISSION_DENIED, text)
+    if error.errno == errno.ENOENT:
+        return ExportError(Code.NOT_FOUND, text)
+    if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return ExportError(Code.FAILED_PRECONDITION, text)
+    return ExportError(Code.INTERNAL, text)

@@ -2,6 +2,7 @@
 
 Its schema is written down in the README; keep the two in step.
 """
+
 from __future__ import annotations
 
 import re
@@ -9,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from exporter.model_types import MODEL_TYPES
+from exporter.core.model_types import MODEL_TYPES
 
 # AutoML's display-name rule: it becomes part of the export folder's name.
 DISPLAY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -37,7 +38,7 @@ class InputSpec(BaseModel):
     std: Triple | None = None
 
     @model_validator(mode="after")
-    def _one_normalization(self) -> "InputSpec":
+    def _one_normalization(self) -> InputSpec:
         if (self.mean is None) != (self.std is None):
             raise ValueError("mean and std go together")
         if self.range is not None and self.mean is not None:

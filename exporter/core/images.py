@@ -5,6 +5,7 @@ model's input size, so that calibration and verification see the same pixels in 
 A folder may hold ``<label>/`` subfolders; an image's label is its folder's name when that is one
 of the model's labels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 UNLABELED = -1
@@ -49,7 +50,12 @@ def load_pixels(path: Path, height: int, width: int) -> np.ndarray:
 
 
 def load_image_set(
-    folder: Path, labels: tuple[str, ...], height: int, width: int, *, limit: int | None = None,
+    folder: Path,
+    labels: tuple[str, ...],
+    height: int,
+    width: int,
+    *,
+    limit: int | None = None,
     purpose: str,
 ) -> ImageSet:
     """Every image under `folder` (the first `limit` in name order), decoded and resized."""

@@ -5,18 +5,24 @@ A model folder holds ``manifest.json`` (optional), ``dict.txt`` and the SavedMod
 one output of class probabilities as wide as the labels; anything else is one clear error that
 says what was expected and what was found.
 """
+
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from exporter.errors import Code, ExportError
-from exporter.manifest import DISPLAY_NAME, DISPLAY_NAME_RULE, InputSpec, Manifest
+from exporter.core.errors import Code, ExportError
+from exporter.core.labels import parse_labels
+from exporter.core.manifest import DISPLAY_NAME, DISPLAY_NAME_RULE, InputSpec, Manifest
+from exporter.core.op_policy import check_saved_model_ops
 
 SERVING_KEY = "serving_default"
+# The manifest.json entries that name a path, each relative to the model folder.
+MANIFEST_PATHS = ("saved_model", "labels", "calibration_images", "heldout_images")
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,8 @@ class ModelSource:
     @property
     def input_range(self) -> tuple[float, float]:
         """The smallest and largest value the model sees after normalizing 0..255 pixels."""
-        lows = [(0 - m) / s for m, s in zip(self.mean, self.std)]
-        highs = [(255 - m) / s for m, s in zip(self.mean, self.std)]
+        lows = [(0 - m) / s for m, s in zip(self.mean, self.std, strict=True)]
+        highs = [(255 - m) / s for m, s in zip(self.mean, self.std, strict=True)]
         return min(lows), max(highs)
 
     def describe(self) -> dict:
@@ -75,14 +81,12 @@ def read_model(
     """Read and check a model folder.
 
     `images` replaces the manifest's image folders: a folder with ``calibration/`` and
-    ``heldout/`` inside, or one folder of ``<label>/`` subfolders used for both. `input_size`
+    ``heldout/`` inside, or one folder of ``<label>/`` subfolders used for both (the caller's own
+    folder: unlike the model folder's paths, it may be anywhere). `input_size`
     (height, width) is needed when the signature leaves the size unknown and the manifest does
     not give it.
     """
-    root = Path(folder).resolve()
-    if not root.is_dir():
-        raise ExportError(Code.NOT_FOUND, f"model folder {str(folder)!r} does not exist")
-    manifest = _read_manifest(root)
+    root, manifest, saved_model_dir = _checked_folder(folder)
     display_name = manifest.display_name or root.name
     if not DISPLAY_NAME.match(display_name):
         where = "manifest.json display_name" if manifest.display_name else "the folder name"
@@ -90,7 +94,6 @@ def read_model(
             f"display name {display_name!r} (from {where}) does not follow AutoML's rule: "
             f"{DISPLAY_NAME_RULE}; set display_name in manifest.json"
         )
-    saved_model_dir = _find_saved_model(root, manifest)
     labels = _read_labels(root / manifest.labels)
     input_key, output_key, height, width = _read_signature(saved_model_dir, len(labels))
     height, width = _input_size(height, width, manifest.input, input_size)
@@ -113,6 +116,80 @@ def read_model(
     )
 
 
+def check_model_folder(folder: str | Path) -> None:
+    """The checks a model folder must pass before anything copies or loads it: every path it leads
+    to stays inside it, and its SavedModel holds only allowed operations (no TensorFlow needed)."""
+    _checked_folder(folder)
+
+
+def _checked_folder(folder: str | Path) -> tuple[Path, Manifest, Path]:
+    """The model folder, its manifest and its SavedModel folder, confined and op-checked."""
+    root = Path(folder).resolve()
+    if not root.is_dir():
+        raise ExportError(Code.NOT_FOUND, f"model folder {str(folder)!r} does not exist")
+    _check_confined(root)
+    manifest = _read_manifest(root)
+    _check_manifest_paths(root, manifest)
+    saved_model_dir = _find_saved_model(root, manifest)
+    check_saved_model_ops(saved_model_dir)  # before anything loads the SavedModel, which is a program
+    return root, manifest, saved_model_dir
+
+
+# Confinement: a model folder may not lead outside itself, through a manifest path or a link, so
+# that exporting it (or importing it into the service) reads nothing but what the folder holds.
+# Refused as INVALID_ARGUMENT, like every other model folder that breaks the folder's rules
+# (manifest schema, labels, signature): the folder as given is wrong and only changing it helps.
+# The messages name the entry relative to the model folder and never say anything about what is
+# outside it (where a link points, whether it exists, what it holds).
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _relative(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def check_confined(folder: str | Path) -> None:
+    """Every link under the model folder, at any depth, resolves inside it; nothing is a device,
+    pipe or socket (which reading would block on or leak from)."""
+    _check_confined(Path(folder).resolve())
+
+
+def _check_confined(root: Path) -> None:
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listed = list(entries)
+        except OSError as error:
+            where = f"{_relative(root, folder)}/" if folder != root else "the model folder"
+            raise _bad(f"cannot list {where}: {error.strerror}") from None
+        for entry in listed:
+            path = Path(entry.path)
+            if entry.is_symlink():
+                try:
+                    target = path.resolve()
+                except (OSError, RuntimeError):  # a loop of links
+                    raise _bad(f"{_relative(root, path)} is a link that never resolves") from None
+                if not _inside(root, target):
+                    raise _bad(f"{_relative(root, path)} is a link that leaves the model folder")
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(path)
+            elif not entry.is_file(follow_symlinks=False):
+                raise _bad(f"{_relative(root, path)} is neither a file nor a folder")
+
+
+def _check_manifest_paths(root: Path, manifest: Manifest) -> None:
+    for entry in MANIFEST_PATHS:
+        value = getattr(manifest, entry)
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts or not _inside(root, (root / path).resolve()):
+            raise _bad(f"manifest.json {entry}: {json.dumps(value)} must be a path inside the model folder")
+
+
 def _read_manifest(root: Path) -> Manifest:
     path = root / "manifest.json"
     if not path.exists():
@@ -122,9 +199,7 @@ def _read_manifest(root: Path) -> Manifest:
     except json.JSONDecodeError as error:
         raise _bad(f"manifest.json is not valid JSON: {error}") from None
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in error.errors()
-        )
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in error.errors())
         raise _bad(f"manifest.json does not fit the manifest schema: {problems}") from None
 
 
@@ -141,8 +216,7 @@ def _find_saved_model(root: Path, manifest: Manifest) -> Path:
 def _read_labels(path: Path) -> tuple[str, ...]:
     if not path.is_file():
         raise _bad(f"no labels: expected {path.name} (one label a line) in the model folder")
-    labels = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    labels = tuple(label for label in labels if label)
+    labels = tuple(parse_labels(path.read_text(encoding="utf-8")))
     if len(labels) < 2:
         raise _bad(f"{path.name} must list at least 2 labels, one a line; found {len(labels)}")
     if len(set(labels)) != len(labels):
@@ -152,7 +226,7 @@ def _read_labels(path: Path) -> tuple[str, ...]:
 
 def _read_signature(saved_model_dir: Path, label_count: int) -> tuple[str, str, int | None, int | None]:
     """The serving signature's input and output names and the input's height and width."""
-    from exporter.saved_model_proto import read_signatures
+    from exporter.core.saved_model_proto import read_signatures
 
     signatures = read_signatures(saved_model_dir)
     if SERVING_KEY not in signatures:
@@ -160,11 +234,8 @@ def _read_signature(saved_model_dir: Path, label_count: int) -> tuple[str, str, 
         raise _bad(f"the SavedModel has no {SERVING_KEY!r} signature; found: {found}")
     inputs, outputs = signatures[SERVING_KEY]
     if len(inputs) != 1:
-        raise _bad(
-            f"the serving signature must have one image input; found {len(inputs)}: "
-            f"{', '.join(sorted(inputs))}"
-        )
-    (input_key, (input_dtype, input_shape)), = inputs.items()
+        raise _bad(f"the serving signature must have one image input; found {len(inputs)}: {', '.join(sorted(inputs))}")
+    ((input_key, (input_dtype, input_shape)),) = inputs.items()
     if input_dtype != "float32" or input_shape is None or len(input_shape) != 4 or input_shape[3] != 3:
         raise _bad(
             "the serving input must be a 4-D float32 NHWC RGB image [batch, height, width, 3]; "
@@ -175,7 +246,7 @@ def _read_signature(saved_model_dir: Path, label_count: int) -> tuple[str, str, 
             f"the serving signature must have one output of class probabilities; found "
             f"{len(outputs)}: {', '.join(sorted(outputs))}"
         )
-    (output_key, (output_dtype, output_shape)), = outputs.items()
+    ((output_key, (output_dtype, output_shape)),) = outputs.items()
     if output_shape is None or len(output_shape) != 2 or output_shape[1] != label_count:
         raise _bad(
             f"the serving output must be [batch, {label_count}] (one score per label in "
@@ -194,15 +265,11 @@ def _shape_text(shape: list[int] | None) -> str:
 def _input_size(
     height: int | None, width: int | None, spec: InputSpec, given: tuple[int, int] | None
 ) -> tuple[int, int]:
-    for source, (h, w) in (("--input-size", given or (None, None)),
-                           ("manifest.json input", (spec.height, spec.width))):
+    for source, (h, w) in (("--input-size", given or (None, None)), ("manifest.json input", (spec.height, spec.width))):
         if h is None and w is None:
             continue
         if (height is not None and h != height) or (width is not None and w != width):
-            raise _bad(
-                f"{source} says {h}x{w} but the signature fixes "
-                f"{height or '?'}x{width or '?'}"
-            )
+            raise _bad(f"{source} says {h}x{w} but the signature fixes {height or '?'}x{width or '?'}")
         height, width = h, w
         break
     if height is None or width is None:

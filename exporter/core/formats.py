@@ -5,18 +5,20 @@ accepts (defaults and allowed values) and what it builds on. The request contrac
 help, ``exporter formats`` and the README's table are all derived from these rows; nothing
 else lists formats or params.
 """
+
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from exporter.model_types import MOBILE_MODEL_TYPES
+from exporter.core.model_types import MOBILE_MODEL_TYPES
+from exporter.core.platforms import cpu_architectures, gpu_architectures, platform_combinations
 
 DEFAULT_FORMAT = "tflite"
 
 
-class Destination(str, enum.Enum):
+class DestinationKind(str, enum.Enum):
     """The member of the request's destination union that a format takes."""
 
     GCS = "gcsDestination"  # a folder prefix: gs://bucket/dir, file:///dir or a plain path
@@ -67,7 +69,7 @@ class FormatRow:
     name: str
     description: str
     artifacts: tuple[str, ...]
-    destination: Destination
+    destination: DestinationKind
     params: tuple[Param, ...] = ()
     builds_on: str | None = None
     # Checks params together once each is valid on its own; returns problems as (key, text).
@@ -89,19 +91,26 @@ def core_ml_combinations(params: dict[str, str]) -> list[tuple[str, str]]:
         return []
     version = int(target.removeprefix("iOS"))
     if params["model_type"] == "neuralnetwork" and version >= 15:
-        return [("minimum_deployment_target",
-                 f"{target} needs model_type mlprogram: coremltools writes neuralnetwork models for iOS13 and iOS14 only")]
+        return [
+            (
+                "minimum_deployment_target",
+                f"{target} needs model_type mlprogram: coremltools writes neuralnetwork models for iOS13 and iOS14 only",
+            )
+        ]
     if params["model_type"] == "mlprogram" and version < 15:
-        return [("minimum_deployment_target",
-                 f"{target} cannot run an mlprogram: use iOS15 or later, or model_type neuralnetwork")]
+        return [
+            (
+                "minimum_deployment_target",
+                f"{target} cannot run an mlprogram: use iOS15 or later, or model_type neuralnetwork",
+            )
+        ]
     return []
 
 
 CALIBRATION_COUNT = Param(
     "calibration_count",
     "100",
-    "How many calibration images feed the quantizer's representative dataset (fewer when the "
-    "model has fewer).",
+    "How many calibration images feed the quantizer's representative dataset (fewer when the model has fewer).",
     check=integer_between(1, 10000),
 )
 
@@ -119,15 +128,21 @@ FORMATS: tuple[FormatRow, ...] = (
         name="tflite",
         description="TensorFlow Lite flatbuffer for mobile and embedded runtimes",
         artifacts=("model.tflite", "dict.txt", "tflite_metadata.json"),
-        destination=Destination.GCS,
+        destination=DestinationKind.GCS,
         params=(TFLITE_QUANTIZATION, CALIBRATION_COUNT),
     ),
     FormatRow(
         name="edgetpu_tflite",
         description="full-integer TFLite compiled for the Coral Edge TPU",
-        artifacts=("edgetpu_model.tflite", "model.tflite", "dict.txt", "tflite_metadata.json",
-                   "edgetpu_compatibility.json", "edgetpu_compiler.log"),
-        destination=Destination.GCS,
+        artifacts=(
+            "edgetpu_model.tflite",
+            "model.tflite",
+            "dict.txt",
+            "tflite_metadata.json",
+            "edgetpu_compatibility.json",
+            "edgetpu_compiler.log",
+        ),
+        destination=DestinationKind.GCS,
         params=(
             Param(
                 "min_runtime_version",
@@ -149,13 +164,13 @@ FORMATS: tuple[FormatRow, ...] = (
         name="tf_saved_model",
         description="serving SavedModel: image_bytes + key in, scores/labels/key out",
         artifacts=("saved_model.pb", "variables/"),
-        destination=Destination.GCS,
+        destination=DestinationKind.GCS,
     ),
     FormatRow(
         name="tf_js",
         description="TensorFlow.js graph model",
         artifacts=("model.json", "group1-shard*of*.bin", "dict.txt"),
-        destination=Destination.GCS,
+        destination=DestinationKind.GCS,
         params=(
             Param(
                 "quantization",
@@ -183,7 +198,7 @@ FORMATS: tuple[FormatRow, ...] = (
         name="core_ml",
         description="Core ML classifier with an image input",
         artifacts=("model.mlmodel or model.mlpackage", "dict.txt"),
-        destination=Destination.GCS,
+        destination=DestinationKind.GCS,
         params=(
             Param(
                 "model_type",
@@ -210,14 +225,14 @@ FORMATS: tuple[FormatRow, ...] = (
         name="docker",
         description="TF Serving container image with the model baked in, pushed to a registry",
         artifacts=("an image at gcrDestination.outputUri",),
-        destination=Destination.GCR,
+        destination=DestinationKind.GCR,
         params=(
-            Param("cpu_architecture", "x86_64", "CPU architecture of the image.", ("x86_64",)),
+            Param("cpu_architecture", "x86_64", "CPU architecture of the image.", cpu_architectures()),
             Param(
                 "gpu_architecture",
                 "none",
                 "none: CPU serving image; nvidia: the TF Serving GPU image.",
-                ("none", "nvidia"),
+                gpu_architectures(),
             ),
             Param(
                 "builder",
@@ -228,6 +243,7 @@ FORMATS: tuple[FormatRow, ...] = (
             ),
         ),
         builds_on="tf_saved_model",
+        validate=platform_combinations,
     ),
 )
 
@@ -267,9 +283,7 @@ def formats_markdown() -> str:
         "| --- | --- | --- | --- |",
     ]
     for entry in describe_formats():
-        params = "<br>".join(
-            f"`{p['name']}`: `{p['default']}` ({p['allowed']})" for p in entry["params"]
-        ) or "none"
+        params = "<br>".join(f"`{p['name']}`: `{p['default']}` ({p['allowed']})" for p in entry["params"]) or "none"
         artifacts = ", ".join(f"`{a}`" for a in entry["artifacts"])
         lines.append(f"| `{entry['modelFormat']}` | `{entry['destination']}` | {artifacts} | {params} |")
     return "\n".join(lines)

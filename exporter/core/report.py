@@ -1,4 +1,5 @@
 """export_report.json: everything the engine knows about one export, kept beside the artifact."""
+
 from __future__ import annotations
 
 import hashlib

@@ -4,11 +4,12 @@ The service checks models it imports without loading TensorFlow in its process; 
 (a TensorFlow dependency) ships the ``MetaGraphDef`` message classes, and the outer
 ``SavedModel`` message (field 2: repeated MetaGraphDef) is read here from the wire format.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.errors import Code, ExportError
+from exporter.core.errors import Code, ExportError
 
 # TensorInfo: (dtype name, shape or None when the rank is unknown); -1 for an unknown dimension.
 TensorInfo = tuple[str, "list[int] | None"]
@@ -46,7 +47,7 @@ def _meta_graph_bytes(data: bytes) -> list[bytes]:
         elif wire == _LENGTH_DELIMITED:
             length, pos = _varint(data, pos)
             if number == _META_GRAPHS_FIELD:
-                found.append(data[pos:pos + length])
+                found.append(data[pos : pos + length])
             pos += length
         else:
             raise ValueError(f"unexpected wire type {wire}")
@@ -57,8 +58,8 @@ def _meta_graph_bytes(data: bytes) -> list[bytes]:
 
 def read_signatures(saved_model_dir: Path) -> dict[str, Signature]:
     """Signature key -> (inputs, outputs) of the SavedModel's serving MetaGraph."""
-    from tensorboard.compat.proto import meta_graph_pb2, types_pb2
     from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import meta_graph_pb2, types_pb2
 
     path = Path(saved_model_dir) / "saved_model.pb"
     try:
@@ -68,9 +69,7 @@ def read_signatures(saved_model_dir: Path) -> dict[str, Signature]:
             graph.ParseFromString(raw)
             graphs.append(graph)
     except (ValueError, DecodeError) as error:
-        raise ExportError(
-            Code.INVALID_ARGUMENT, f"{path.name} is not a readable SavedModel ({error})"
-        ) from None
+        raise ExportError(Code.INVALID_ARGUMENT, f"{path.name} is not a readable SavedModel ({error})") from None
     serving = [g for g in graphs if "serve" in g.meta_info_def.tags] or graphs
     if not serving:
         raise ExportError(Code.INVALID_ARGUMENT, f"{path.name} holds no MetaGraph")

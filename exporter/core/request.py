@@ -5,6 +5,7 @@ fields refused, string lengths); the rules that depend on the formats table (whi
 which destination, params and their values) are checked after it. Every problem is collected and
 raised once as INVALID_ARGUMENT with a google.rpc.BadRequest field violation each.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,14 +15,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
-from converters.formats import (
+from exporter.core.errors import ExportError, FieldViolation
+from exporter.core.formats import (
     DEFAULT_FORMAT,
     FORMAT_NAMES,
-    Destination,
+    DestinationKind,
     FormatRow,
     format_row,
 )
-from exporter.errors import ExportError, FieldViolation
 
 URI_MAX = 2000
 PARAM_MAX = 25000
@@ -55,9 +56,9 @@ class ModelExportOutputConfig(_Message):
     model_format: StrictStr | None = ""
     gcs_destination: GcsDestination | None = None
     gcr_destination: GcrDestination | None = None
-    params: dict[
-        Annotated[str, Field(max_length=PARAM_MAX)], Annotated[StrictStr, Field(max_length=PARAM_MAX)]
-    ] = Field(default_factory=dict)
+    params: dict[Annotated[str, Field(max_length=PARAM_MAX)], Annotated[StrictStr, Field(max_length=PARAM_MAX)]] = (
+        Field(default_factory=dict)
+    )
 
 
 class ExportModelRequest(_Message):
@@ -122,17 +123,17 @@ def check_output_config(config: ModelExportOutputConfig) -> ExportRequest:
     return ExportRequest(row=row, destination=destination, params=params)
 
 
-def _check_destination(
-    config: ModelExportOutputConfig, row: FormatRow, violations: list[FieldViolation]
-) -> str:
-    given = [d for d, value in ((Destination.GCS, config.gcs_destination),
-                                (Destination.GCR, config.gcr_destination)) if value is not None]
+def _check_destination(config: ModelExportOutputConfig, row: FormatRow, violations: list[FieldViolation]) -> str:
+    given = [
+        d
+        for d, value in ((DestinationKind.GCS, config.gcs_destination), (DestinationKind.GCR, config.gcr_destination))
+        if value is not None
+    ]
     if len(given) != 1:
         violations.append(
             FieldViolation(
                 "outputConfig",
-                "exactly one of gcsDestination or gcrDestination is required"
-                + (", not both" if given else ""),
+                "exactly one of gcsDestination or gcrDestination is required" + (", not both" if given else ""),
             )
         )
         return ""
@@ -144,7 +145,7 @@ def _check_destination(
             )
         )
         return ""
-    if row.destination is Destination.GCS:
+    if row.destination is DestinationKind.GCS:
         value = config.gcs_destination.output_uri_prefix
         field, problem = "outputConfig.gcsDestination.outputUriPrefix", _gcs_prefix_problem(value)
     else:
@@ -184,18 +185,14 @@ def _image_uri_problem(value: str) -> str | None:
     return None
 
 
-def _check_params(
-    given: dict[str, str], row: FormatRow, violations: list[FieldViolation]
-) -> dict[str, str]:
+def _check_params(given: dict[str, str], row: FormatRow, violations: list[FieldViolation]) -> dict[str, str]:
     before = len(violations)
     for key, value in given.items():
         param = row.param(key)
         field = f"outputConfig.params.{key}"
         if param is None:
             allowed = ", ".join(p.name for p in row.params) or "none"
-            violations.append(
-                FieldViolation(field, f"unknown param for {row.name!r}; allowed keys: {allowed}")
-            )
+            violations.append(FieldViolation(field, f"unknown param for {row.name!r}; allowed keys: {allowed}"))
         elif problem := param.problem(value):
             violations.append(FieldViolation(field, problem))
     params = row.with_defaults(given)

@@ -1,0 +1,48 @@
+"""The one interface every destination implements: stage, publish, discard, details.
+
+An export is written into the folder ``stage`` returns, verified there, and handed to
+``publish`` with its report; ``discard`` removes what is left of a staging folder whatever
+happened (it is gone already after a publish that moved it). ``details`` are the facts of the
+publish that belong in the report (a pushed image's digest, say); none for a folder.
+"""
+
+from __future__ import annotations
+
+import abc
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+from exporter.core.request import ExportRequest
+
+
+class Destination(abc.ABC):
+    """Where an export lands; the pipeline never asks which kind it holds."""
+
+    # The keyword options `from_request` takes beyond the request (none for most).
+    options: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    @abc.abstractmethod
+    def from_request(cls, request: ExportRequest, **options: Any) -> Destination:
+        """The destination a checked request names."""
+
+    @property
+    @abc.abstractmethod
+    def uri(self) -> str:
+        """The destination as the request named it."""
+
+    @abc.abstractmethod
+    def stage(self, final_name: str) -> Path:
+        """An empty local folder to build the export in; checks the destination before any work."""
+
+    @abc.abstractmethod
+    def publish(self, staging: Path, final_name: str, report: dict) -> str:
+        """Make the finished export visible at its final place; return where it is."""
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    @property
+    def details(self) -> dict:
+        return {}

@@ -1,0 +1,101 @@
+"""The HTTP details the routes share: JSON bodies, list paging, durations, google.rpc error bodies.
+
+Also the ``segment`` path convertor: the part of a path segment before a literal ``:verb``
+(``/operations/{operation_id:segment}:cancel``). It takes no ``:``, so a name such as
+``a:b:cancel`` is not read as operation ``a:b``; it falls through to the route of the plain
+name, which answers NOT_FOUND for a method it does not have. It may be empty: the resource-name
+check then refuses the name with its usual message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.convertors import Convertor, register_url_convertor
+
+from exporter.core.errors import Code, ExportError, FieldViolation
+from exporter.service.resources import status_body
+from exporter.service.settings import ServiceSettings
+
+MAX_PAGE = 1000
+DEFAULT_PAGE = 50
+
+
+class SegmentConvertor(Convertor[str]):
+    regex = "[^/:]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("segment", SegmentConvertor())
+
+
+def error_response(error: ExportError) -> JSONResponse:
+    return JSONResponse(status_code=error.code.http_status, content=status_body(error))
+
+
+async def json_body(request: Request, settings: ServiceSettings, required: bool = True) -> Any:
+    """The request's JSON body, with every way it can be wrong as INVALID_ARGUMENT."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise ExportError(Code.INVALID_ARGUMENT, f"request body larger than {settings.max_body_bytes} bytes")
+    raw = await request.body()
+    if len(raw) > settings.max_body_bytes:
+        raise ExportError(Code.INVALID_ARGUMENT, f"request body larger than {settings.max_body_bytes} bytes")
+    if not raw.strip():
+        if required:
+            raise ExportError.invalid([FieldViolation("body", "a JSON object is required")])
+        return {}
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type not in ("application/json", ""):
+        raise ExportError(
+            Code.INVALID_ARGUMENT, f"content type {content_type!r} is not supported; send application/json"
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ExportError(Code.INVALID_ARGUMENT, f"malformed JSON body: {error}") from None
+
+
+def page(params, what: str) -> tuple[int, int]:
+    """The offset and size a list call asks for (``pageSize``, ``pageToken``)."""
+    size_text = params.get("pageSize") or params.get("page_size") or str(DEFAULT_PAGE)
+    if not size_text.isdigit() or not 0 <= int(size_text) <= MAX_PAGE:
+        raise ExportError.invalid([FieldViolation("pageSize", f"must be an integer from 0 to {MAX_PAGE}")])
+    size = int(size_text) or DEFAULT_PAGE
+    token = params.get("pageToken") or params.get("page_token") or ""
+    if not token:
+        return 0, size
+    try:
+        kind, offset = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        if kind != what or not offset.isdigit():
+            raise ValueError
+    except ValueError:
+        raise ExportError.invalid([FieldViolation("pageToken", "is not a token this list gave")]) from None
+    return int(offset), size
+
+
+def next_token(what: str, offset: int, size: int, got: int) -> str:
+    return base64.urlsafe_b64encode(f"{what}:{offset + size}".encode()).decode() if got == size else ""
+
+
+def split_verb(segment: str) -> tuple[str, str | None]:
+    """``"id:verb"`` -> ``("id", "verb")``; ``"id"`` -> ``("id", None)``."""
+    resource, sep, verb = segment.partition(":")
+    return resource, (verb if sep else None)
+
+
+def parse_duration(value: Any) -> float:
+    """A google.protobuf.Duration in JSON ("12.5s"), capped at 10 minutes."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d+(\.\d+)?s", value):
+        raise ExportError.invalid([FieldViolation("timeout", 'must be a duration such as "30s"')])
+    return min(float(value[:-1]), 600.0)

@@ -1,0 +1,111 @@
+"""``models``: list, import (an extension), get, and ``:export``, which queues an operation."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from exporter.core.errors import Code, ExportError, FieldViolation
+from exporter.core.formats import DestinationKind
+from exporter.core.request import ExportModelRequest, parse_export_body
+from exporter.destinations.local import local_path
+from exporter.service.deps import CurrentPrincipal, SettingsDep, StoreDep, model_name, parent_name, require
+from exporter.service.http import json_body, next_token, page
+from exporter.service.models import import_model, parse_import, under_root
+from exporter.service.resources import model_json, operation_json
+from exporter.service.settings import ServiceSettings
+from exporter.service.store import ModelRow, State, Store
+
+# The principal name recorded for exports when auth is off (one shared limit).
+ANONYMOUS_SENTINEL = "anonymous"
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models")
+async def list_models(
+    parent: Annotated[str, require("automl.models.list", parent_name)], store: StoreDep, request: Request
+):
+    offset, size = page(request.query_params, "models")
+    rows = await run_in_threadpool(store.list_models, parent, offset, size)
+    body: dict = {"model": [model_json(r) for r in rows]}
+    if token := next_token("models", offset, size, len(rows)):
+        body["nextPageToken"] = token
+    return body
+
+
+@router.post("/models:import")
+async def import_(
+    parent: Annotated[str, require("automl.models.create", parent_name)],
+    store: StoreDep,
+    settings: SettingsDep,
+    request: Request,
+):
+    body = parse_import(await json_body(request, settings))
+    row = await run_in_threadpool(import_model, store, settings, parent, body)
+    return model_json(row)
+
+
+@router.get("/models/{model_id}")
+async def get_model(name: Annotated[str, require("automl.models.get", model_name)], store: StoreDep):
+    return model_json(await run_in_threadpool(find_model, store, name))
+
+
+@router.post("/models/{model_id:segment}:export")
+async def export(
+    name: Annotated[str, require("automl.models.export", model_name)],
+    principal: CurrentPrincipal,
+    store: StoreDep,
+    settings: SettingsDep,
+    request: Request,
+):
+    row = await run_in_threadpool(find_model, store, name)
+    body = await json_body(request, settings)
+    export = parse_export_body(body)
+    if export.row.destination is DestinationKind.GCS:
+        check_local_destination(export.destination, settings)
+    if row.model_type not in export.row.exportable_model_types:
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            f"model {row.name} is of type {row.model_type!r}, which cannot be exported to {export.model_format!r}",
+        )
+    # The fields the caller gave, as checked above; the worker checks them again when it runs.
+    config = ExportModelRequest.model_validate(body).output_config.model_dump(by_alias=True, exclude_unset=True)
+    who = principal.name if principal else ANONYMOUS_SENTINEL
+    if await run_in_threadpool(store.count_unfinished, who) >= settings.max_active_exports_per_principal:
+        raise ExportError(
+            Code.RESOURCE_EXHAUSTED,
+            f"{who} already has {settings.max_active_exports_per_principal} "
+            "exports queued or running; wait for one to finish",
+        )
+    if await run_in_threadpool(store.count_unfinished, None, (State.QUEUED,)) >= settings.max_queue:
+        raise ExportError(Code.RESOURCE_EXHAUSTED, f"the export queue is full ({settings.max_queue} queued)")
+    operation = await run_in_threadpool(store.create_operation, row.parent, row.name, config, who)
+    return operation_json(operation)
+
+
+@router.post("/models/{model_verb}")
+async def unknown_method(model_verb: str, _: CurrentPrincipal):
+    """A POST to a model without ``:export``: authenticated, then NOT_FOUND."""
+    raise ExportError(Code.NOT_FOUND, f"no such method: models/{model_verb}")
+
+
+def find_model(store: Store, name: str) -> ModelRow:
+    row = store.get_model(name)
+    if row is None:
+        raise ExportError(Code.NOT_FOUND, f"model {name} not found")
+    return row
+
+
+def check_local_destination(prefix: str, settings: ServiceSettings) -> None:
+    path = local_path(prefix)
+    if path is not None and not under_root(path, settings.output_roots):
+        allowed = ", ".join(map(str, settings.output_roots)) or "none configured (EXPORTER_OUTPUT_ROOTS)"
+        raise ExportError.invalid(
+            [
+                FieldViolation(
+                    "outputConfig.gcsDestination.outputUriPrefix",
+                    f"{str(path)!r} is outside the folders exports may be written to: {allowed}",
+                )
+            ]
+        )

@@ -1,0 +1,517 @@
+"""The op allow-list: hostile SavedModels are refused before anything runs; real classifiers pass.
+
+Run as a script (``python tests/test_op_policy.py``), this file rebuilds the lists in
+``exporter/core/data/allowed_ops.json`` from the models the tests build here, every Keras
+application saved all three ways.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from conftest import CACHE
+from exporter.core.errors import Code, ExportError
+from exporter.core.model_source import read_model
+from exporter.core.op_policy import POLICY_FILE, check_saved_model_ops, load_policy, saved_model_op_uses
+
+SIZE = 32  # the smallest input every application below takes; the operations do not depend on it
+APPLICATIONS = (
+    "MobileNetV2",
+    "MobileNetV3Small",
+    "MobileNetV3Large",
+    "EfficientNetB0",
+    "EfficientNetV2B0",
+    "NASNetMobile",
+    "ResNet50",
+    "DenseNet121",
+)
+# How a Keras model becomes a SavedModel: keras.export.ExportArchive (as exporter/sample_models.py
+# saves), Keras 3's own model.export ("serve" and "serving_default"), and a tf.Module around the
+# model saved with tf.saved_model.save (as the converters save their wrappers).
+SAVE_WAYS = ("export_archive", "model_export", "tf_module")
+
+
+def save_keras(model, folder: Path, way: str) -> None:
+    import keras
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="image")
+    if way == "export_archive":
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            name="serving_default",
+            fn=lambda image: {"probabilities": model(image, training=False)},
+            input_signature=[spec],
+        )
+        archive.write_out(str(folder), verbose=False)
+    elif way == "model_export":
+        model.export(str(folder), verbose=False)
+    else:
+
+        class Serving(tf.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            @tf.function(input_signature=[spec])
+            def serve(self, image):
+                return {"probabilities": self.model(image, training=False)}
+
+        module = Serving()
+        tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+
+
+def keras_application(name: str, way: str):
+    def build(folder: Path) -> None:
+        import keras
+
+        model = getattr(keras.applications, name)(input_shape=(SIZE, SIZE, 3), weights=None, classes=10)
+        save_keras(model, folder, way)
+        keras.backend.clear_session()
+
+    return build
+
+
+def conv_dense_module(folder: Path) -> None:
+    """A plain tf.Module classifier: convolution, dense layer and softmax on its own variables."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    class Classifier(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(rng.normal(0, 0.1, (3, 3, 3, 8)).astype(np.float32))
+            self.bias = tf.Variable(np.zeros(8, np.float32))
+            self.dense = tf.Variable(rng.normal(0, 0.1, (8, 6)).astype(np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="image")])
+        def serve(self, image):
+            x = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(image, self.kernel, 1, "SAME"), self.bias))
+            return {"probabilities": tf.nn.softmax(tf.reduce_mean(x, axis=[1, 2]) @ self.dense)}
+
+    module = Classifier()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+
+
+def keras_layers(folder: Path) -> None:
+    """Keras 3's preprocessing and everyday layers and activations in one small classifier."""
+    import keras
+
+    inputs = keras.Input((40, 40, 3), name="image")
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Normalization(mean=[0.5, 0.5, 0.5], variance=[0.25, 0.25, 0.25])(x)
+    x = keras.layers.Resizing(36, 36)(x)
+    x = keras.layers.CenterCrop(SIZE, SIZE)(x)
+    x = keras.layers.Conv2D(8, 3, activation="gelu")(x)
+    x = keras.layers.SeparableConv2D(8, 3, activation="elu")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.LeakyReLU()(x)
+    x = keras.layers.Conv2D(8, 3, activation="tanh", padding="same")(x)
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.Activation("swish")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    pooled = keras.layers.GlobalMaxPooling2D()(x)
+    flat = keras.layers.Flatten()(keras.layers.AveragePooling2D(4)(x))
+    x = keras.layers.Dense(16, activation="sigmoid")(keras.layers.Concatenate()([pooled, flat]))
+    outputs = keras.layers.Dense(6, activation="softmax")(x)
+    keras.Model(inputs, outputs).export(str(folder), verbose=False)
+    keras.backend.clear_session()
+
+
+def tf_keras_saved_model(folder: Path) -> None:
+    """A Keras 2 (tf_keras) MobileNetV2 saved with model.save: the older SavedModel layout."""
+    import tf_keras
+
+    model = tf_keras.applications.MobileNetV2(input_shape=(SIZE, SIZE, 3), weights=None, classes=10)
+    model.save(str(folder))
+    tf_keras.backend.clear_session()
+
+
+def engine_test_models(folder: Path) -> None:
+    """The operations of the engine's own small test models (tests/test_model_source.py's tiny
+    model, test_unconvertible.py's determinant and test_edgetpu.py's ABS), in one classifier."""
+    import tensorflow as tf
+
+    class Tiny(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="image")])
+        def serve(self, image):
+            mean = tf.reduce_mean(image, axis=[1, 2, 3])[:, None]
+            matrices = tf.reshape(image[:, :2, :2, 0], [-1, 2, 2])
+            scores = tf.abs(tf.linalg.det(matrices)[:, None] - 0.5) + mean
+            return {"probabilities": tf.nn.softmax(tf.tile(scores, [1, 6]))}
+
+    module = Tiny()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+
+
+def _builders(every_way: bool) -> dict:
+    """Model name -> builder; the tests save each application one way, in turn."""
+    builders = {}
+    for i, name in enumerate(APPLICATIONS):
+        for way in SAVE_WAYS if every_way else (SAVE_WAYS[i % len(SAVE_WAYS)],):
+            builders[f"{name}-{way}"] = keras_application(name, way)
+    builders.update(
+        conv_dense_module=conv_dense_module,
+        keras_layers=keras_layers,
+        tf_keras_saved_model=tf_keras_saved_model,
+        engine_test_models=engine_test_models,
+    )
+    return builders
+
+
+BUILDERS = _builders(every_way=False)
+
+
+def _building_hash() -> str:
+    code = "".join(
+        inspect.getsource(f)
+        for f in (
+            save_keras,
+            keras_application,
+            conv_dense_module,
+            keras_layers,
+            tf_keras_saved_model,
+            engine_test_models,
+        )
+    )
+    versions = "-".join(metadata.version(d) for d in ("tensorflow", "keras", "tf-keras"))
+    return hashlib.sha256(f"{code}{SIZE}{versions}".encode()).hexdigest()[:16]
+
+
+def built(name: str, builders: dict = BUILDERS) -> Path:
+    """The model's saved_model.pb (all the check reads), built once and cached like the sample models."""
+    folder = CACHE / f"op-policy-{_building_hash()}" / name
+    if not (folder / "saved_model.pb").exists():
+        with tempfile.TemporaryDirectory() as work:
+            builders[name](Path(work) / "saved_model")
+            folder.mkdir(parents=True, exist_ok=True)
+            partial = folder / f".saved_model.pb.{os.getpid()}"
+            shutil.copyfile(Path(work) / "saved_model" / "saved_model.pb", partial)
+            os.replace(partial, folder / "saved_model.pb")
+    return folder
+
+
+def op_lists(folders: list[Path]) -> tuple[list[str], list[str]]:
+    """(operations used outside the saver, operations only the saver uses) over all `folders`."""
+    anywhere, saver = set(), set()
+    for folder in folders:
+        for use in saved_model_op_uses(folder):
+            (saver if use.in_saver else anywhere).add(use.op)
+    return sorted(anywhere), sorted(saver - anywhere)
+
+
+# --- real classifiers pass -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_real_classifiers_pass(name):
+    check_saved_model_ops(built(name))
+
+
+def test_sample_models_pass(canary_model, digits_model):
+    for model in (canary_model, digits_model):
+        check_saved_model_ops(model / "saved_model")
+        read_model(model)
+
+
+def test_the_allowed_lists_are_what_real_classifiers_use(canary_model, digits_model):
+    """Every allowed operation is one a model here uses, and every one they use is allowed."""
+    folders = [built(name) for name in BUILDERS] + [canary_model / "saved_model", digits_model / "saved_model"]
+    anywhere, saver = op_lists(folders)
+    data = json.loads(POLICY_FILE.read_text())
+    assert data["allowed"] == anywhere, "rebuild the lists: python tests/test_op_policy.py"
+    assert data["saver_only"] == saver, "rebuild the lists: python tests/test_op_policy.py"
+
+
+def test_never_allowed_operations_are_real_and_never_listed():
+    from tensorflow.core.framework import op_def_pb2
+    from tensorflow.python.client import pywrap_tf_session
+
+    registered = op_def_pb2.OpList()
+    registered.ParseFromString(pywrap_tf_session.TF_GetBuffer(pywrap_tf_session.TF_GetAllOpList()))
+    known = {op.name for op in registered.op}
+    policy = load_policy()
+    assert policy.never <= known, sorted(policy.never - known)
+    assert not [op for op in policy.allowed | policy.saver_only if policy.is_never(op)]
+    caught = {op for op in known if policy.is_never(op)}
+    for op in (
+        "ReadFile",
+        "WriteFile",
+        "MatchingFiles",
+        "PyFunc",
+        "EagerPyFunc",
+        "PyFuncStateless",
+        "TFRecordDataset",
+        "TextLineDataset",
+        "FixedLengthRecordReaderV2",
+        "ImmutableConst",
+        "PrintV2",
+        "DebugIdentityV2",
+        "RemoteCall",
+        "CollectiveReduceV2",
+        "WriteSummary",
+        "DatasetToTFRecord",
+        "InitializeTableFromTextFileV2",
+        "Save",
+        "RestoreSlice",
+        "GeneratorDataset",
+        "_Send",
+    ):
+        assert op in caught, op
+
+
+def test_checking_a_large_saved_model_is_quick():
+    folder = built("NASNetMobile-tf_module")  # the largest graph here
+    check_saved_model_ops(folder)  # warm: the policy file and the proto classes
+    started = time.perf_counter()
+    check_saved_model_ops(folder)
+    elapsed = time.perf_counter() - started
+    size = (folder / "saved_model.pb").stat().st_size
+    assert size > 5_000_000 and elapsed < 1.0, (size, elapsed)
+
+
+# --- hostile models are refused before anything runs -----------------------------------------
+
+
+def classifier_folder(root: Path, canary: Path, extra) -> Path:
+    """A model folder whose SavedModel looks like the canary's (image in, six probabilities out)
+    but whose serving function also runs `extra(image, logits) -> logits`."""
+    import numpy as np
+    import tensorflow as tf
+
+    class Classifier(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(np.full((1, 1, 3, 6), 0.1, np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32, name="image")])
+        def serve(self, image):
+            logits = tf.reduce_mean(tf.nn.conv2d(image, self.kernel, 1, "SAME"), axis=[1, 2])
+            return {"probabilities": tf.nn.softmax(extra(image, logits))}
+
+    module = Classifier()
+    tf.saved_model.save(module, str(root / "saved_model"), signatures={"serving_default": module.serve})
+    shutil.copy(canary / "dict.txt", root / "dict.txt")
+    shutil.copy(canary / "manifest.json", root / "manifest.json")
+    shutil.copytree(canary / "images", root / "images")
+    return root
+
+
+def refused(folder: Path) -> ExportError:
+    with pytest.raises(ExportError) as raised:
+        read_model(folder)
+    assert raised.value.code is Code.FAILED_PRECONDITION, raised.value
+    return raised.value
+
+
+def test_a_model_that_writes_a_file_is_refused_before_it_runs(tmp_path, canary_model):
+    import tensorflow as tf
+
+    from exporter.run import export_model
+
+    target = tmp_path / "written-by-the-model.txt"
+
+    def write(image, logits):
+        tf.io.write_file(str(target), "written")
+        return logits
+
+    folder = classifier_folder(tmp_path / "model", canary_model, write)
+    assert not target.exists()
+    message = refused(folder).message
+    assert message.startswith(
+        "the SavedModel uses operations an image classifier export does not allow: WriteFile (in __inference_serve"
+    )
+    assert message.endswith(" node WriteFile)")
+    destination = tmp_path / "exports"
+    with pytest.raises(ExportError) as raised:
+        export_model(folder, {"modelFormat": "tflite", "gcsDestination": {"outputUriPrefix": str(destination)}})
+    assert raised.value.code is Code.FAILED_PRECONDITION and "WriteFile" in raised.value.message
+    assert not target.exists()
+    assert not destination.exists() or not list(destination.iterdir())
+
+
+def test_a_model_that_reads_a_file_is_refused(tmp_path, canary_model):
+    import tensorflow as tf
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the model\n")
+
+    def read(image, logits):
+        return logits + 0.0 * tf.cast(tf.strings.length(tf.io.read_file(str(secret))), tf.float32)
+
+    assert (
+        "ReadFile (in __inference_serve" in refused(classifier_folder(tmp_path / "model", canary_model, read)).message
+    )
+
+
+def test_a_model_that_calls_python_is_refused(tmp_path, canary_model):
+    import tensorflow as tf
+
+    def python(image, logits):
+        return tf.ensure_shape(tf.py_function(lambda x: x, [logits], tf.float32), [None, 6])
+
+    assert (
+        "EagerPyFunc (in __inference_serve"
+        in refused(classifier_folder(tmp_path / "model", canary_model, python)).message
+    )
+
+
+def test_a_model_that_reads_a_dataset_is_refused(tmp_path, canary_model):
+    import tensorflow as tf
+
+    lines = tmp_path / "lines.txt"
+    lines.write_text("one\ntwo\n")
+
+    def dataset(image, logits):
+        total = tf.data.TextLineDataset(str(lines)).reduce(
+            tf.constant(0, tf.int64), lambda count, line: count + tf.cast(tf.strings.length(line), tf.int64)
+        )
+        return logits + 0.0 * tf.cast(total, tf.float32)
+
+    message = refused(classifier_folder(tmp_path / "model", canary_model, dataset)).message
+    # The reader is in a function the dataset's flat_map calls, not in the serving function itself.
+    assert "TextLineDataset (in __inference_Dataset_flat_map_read_one_file" in message
+    assert "ReduceDataset (in __inference_serve" in message
+
+
+def test_checkpoint_operations_in_a_serving_function_are_refused(tmp_path, canary_model):
+    import tensorflow as tf
+
+    prefix = tmp_path / "stolen"
+
+    def save(image, logits):
+        tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=["x"], shape_and_slices=[""], tensors=[logits])
+        return logits
+
+    message = refused(classifier_folder(tmp_path / "model", canary_model, save)).message
+    assert "SaveV2 (in __inference_serve" in message
+    assert "allowed only in the SavedModel's own variable saver" in message
+    assert not list(tmp_path.glob("stolen*"))
+
+
+def test_another_form_of_the_saved_model_beside_the_checked_one_is_refused(canary_model, tmp_path):
+    """Some loaders read saved_model.cpb (or .pbtxt) first: the one checked must be the only one."""
+    folder = tmp_path / "model"
+    shutil.copytree(canary_model, folder)
+    (folder / "saved_model" / "saved_model.cpb").write_bytes(b"anything")
+    message = refused(folder).message
+    assert message.startswith("the SavedModel folder holds saved_model.cpb besides saved_model.pb")
+
+
+# --- hand-made SavedModels: what no TensorFlow API writes, but a file can hold ----------------
+
+
+def edited(canary: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the canary model folder whose saved_model.pb went through `edit(meta_graph)`."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    folder = tmp_path / "model"
+    shutil.copytree(canary, folder)
+    pb = folder / "saved_model" / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(pb.read_bytes())
+    edit(saved.meta_graphs[0])
+    pb.write_bytes(saved.SerializeToString())
+    return folder
+
+
+def graph_node(meta_graph, name):
+    return next(n for n in meta_graph.graph_def.node if n.name == name)
+
+
+def function_named(meta_graph, prefix):
+    return next(f for f in meta_graph.graph_def.library.function if f.signature.name.startswith(prefix))
+
+
+def test_the_edited_canary_is_still_fine(canary_model, tmp_path):
+    read_model(edited(canary_model, tmp_path, lambda meta_graph: None))
+
+
+def test_a_call_that_names_an_operation_instead_of_a_function_is_refused(canary_model, tmp_path):
+    def edit(meta_graph):
+        serving = graph_node(
+            meta_graph, meta_graph.signature_def["serving_default"].outputs["probabilities"].name.split(":")[0]
+        )
+        serving.attr["f"].func.name = "WriteFile"
+
+    message = refused(edited(canary_model, tmp_path, edit)).message
+    assert "WriteFile (in the graph, node StatefulPartitionedCall)" in message
+
+
+def test_a_restore_from_a_path_of_the_models_own_is_refused(canary_model, tmp_path):
+    def edit(meta_graph):
+        restore = function_named(meta_graph, "__inference__traced_restore")
+        path = restore.node_def.add(name="own_path", op="Const")
+        path.attr["dtype"].type = 7  # DT_STRING
+        path.attr["value"].tensor.dtype = 7
+        path.attr["value"].tensor.string_val.append(b"/somewhere/else/model")
+        node = next(n for n in restore.node_def if n.op == "RestoreV2")
+        node.input[0] = "own_path:output:0"
+
+    error = refused(edited(canary_model, tmp_path, edit))
+    assert error.message.startswith("the SavedModel's variable saver reads or writes a path other than the one")
+    assert "RestoreV2 (in __inference__traced_restore" in error.message
+
+
+def test_a_save_that_climbs_out_of_the_variables_folder_is_refused(canary_model, tmp_path):
+    def edit(meta_graph):
+        save = function_named(meta_graph, "__inference__traced_save")
+        for node in save.node_def:
+            if node.op == "Const" and node.attr["value"].tensor.string_val == [b"_temp/part"]:
+                node.attr["value"].tensor.string_val[0] = b"/../../../elsewhere/part"
+
+    message = refused(edited(canary_model, tmp_path, edit)).message
+    assert "SaveV2 (in __inference__traced_save" in message and "MergeV2Checkpoints" in message
+
+
+def test_the_saver_called_from_elsewhere_is_not_the_savers_alone(canary_model, tmp_path):
+    """A second graph node calling the save function with a path of its own: no longer saver-only."""
+
+    def edit(meta_graph):
+        saver = graph_node(meta_graph, meta_graph.saver_def.save_tensor_name.split(":")[0])
+        path = meta_graph.graph_def.node.add(name="own_path", op="Const")
+        path.attr["dtype"].type = 7
+        path.attr["value"].tensor.dtype = 7
+        path.attr["value"].tensor.string_val.append(b"elsewhere")
+        call = meta_graph.graph_def.node.add()
+        call.CopyFrom(saver)
+        call.name = "another_save"
+        call.input[0] = "own_path"
+
+    message = refused(edited(canary_model, tmp_path, edit)).message
+    assert "SaveV2 (in __inference__traced_save" in message
+    assert "allowed only in the SavedModel's own variable saver" in message
+
+
+def main() -> None:
+    """Rebuild the allowed lists from every model above (each application saved every way)."""
+    from conftest import CANARY_SIZE, DIGITS_SIZE, _cached
+    from exporter.sample_models import make_colour_canary, make_digits_model
+
+    builders = _builders(every_way=True)
+    folders = [built(name, builders) for name in builders]
+    folders.append(_cached("canary", lambda out: make_colour_canary(out, size=CANARY_SIZE)) / "saved_model")
+    folders.append(_cached("digits", lambda out: make_digits_model(out, size=DIGITS_SIZE)) / "saved_model")
+    anywhere, saver = op_lists(folders)
+    data = json.loads(POLICY_FILE.read_text())
+    data["allowed"], data["saver_only"] = anywhere, saver
+    POLICY_FILE.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"{len(anywhere)} allowed, {len(saver)} saver-only, from {len(folders)} models")
+
+
+if __name__ == "__main__":
+    main()
