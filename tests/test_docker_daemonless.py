@@ -60,6 +60,9 @@ def test_export_pushes_the_serving_image(canary_model, registries, monkeypatch, 
     assert inspected["Digest"] == image["digest"] and len(inspected["Layers"]) == 2
     assert "MODEL_NAME=default" in inspected["Env"] and "MODEL_NAME=base" not in inspected["Env"]
     assert inspected["Labels"]["com.automl-export-engine.gpu-architecture"] == gpu
+    # The model is named by its content, never by the path it was exported from.
+    assert inspected["Labels"]["com.automl-export-engine.model-digest"] == result.report["model"]["digest"]
+    assert not any(str(canary_model.parent) in value for value in inspected["Labels"].values())
     config = json.loads(skopeo("inspect", "--tls-verify=false", "--config", f"docker://{target}"))
     assert set(config["config"]["ExposedPorts"]) == {"8500/tcp", "8501/tcp"}
     copy = tmp_path / "copy"

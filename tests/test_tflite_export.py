@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ def interpreter(folder: Path):
     return model
 
 
-def test_uint8_artifact_takes_raw_pixels_for_a_0_255_model(exports):
+def test_uint8_artifact_takes_raw_pixels_for_a_0_255_model(exports, digits_model):
     folder = Path(exports["digits", "uint8"][1].output_dir)
     model = interpreter(folder)
     (inp,), (out,) = model.get_input_details(), model.get_output_details()
@@ -105,8 +106,8 @@ def test_uint8_artifact_takes_raw_pixels_for_a_0_255_model(exports):
     assert metadata["inputTensor"] == inp["name"]
     assert metadata["outputTensors"] == [out["name"]]
     assert metadata["outputTensorRepresentation"] == ["scores"]
-    labels = (folder / "dict.txt").read_text().split()
-    assert labels == list(read_model(exports["digits", "uint8"][1].report["model"]["path"]).labels)
+    labels = (folder / "dict.txt").read_text().splitlines()
+    assert labels == list(read_model(digits_model).labels)
 
 
 def tensor_types(folder: Path) -> set:
@@ -198,3 +199,15 @@ def test_cloud_model_type_is_failed_precondition(canary_model, model_copy, tmp_p
         export_model(folder, config(destination, "uint8"))
     assert raised.value.code is Code.FAILED_PRECONDITION and "'cloud'" in raised.value.message
     assert not destination.exists()
+
+
+def test_report_names_the_model_by_name_and_content_not_path(exports, digits_model, tmp_path):
+    report = exports["digits", "uint8"][1].report
+    text = json.dumps(report)
+    assert str(digits_model) not in text and str(digits_model.parent) not in text
+    assert report["model"]["displayName"] == read_model(digits_model).display_name
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(digits_model, copy)
+    assert report["model"]["digest"] == read_model(copy).content_digest()
+    (copy / "dict.txt").write_text((copy / "dict.txt").read_text().replace("zero", "nought"))
+    assert read_model(copy).content_digest() != report["model"]["digest"]

@@ -8,6 +8,7 @@ says what was expected and what was found.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -50,11 +51,28 @@ class ModelSource:
         highs = [(255 - m) / s for m, s in zip(self.mean, self.std, strict=True)]
         return min(lows), max(highs)
 
+    def content_digest(self) -> str:
+        """``sha256:`` of the model's content: every SavedModel file (path and bytes) and the labels.
+
+        The same model copied anywhere has the same digest; a changed weight or label changes it.
+        """
+        digest = hashlib.sha256()
+        files = sorted(p for p in self.saved_model_dir.rglob("*") if p.is_file())
+        for path in files:
+            digest.update(path.relative_to(self.saved_model_dir).as_posix().encode() + b"\0")
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+            digest.update(b"\0")
+        digest.update("\n".join(self.labels).encode())
+        return "sha256:" + digest.hexdigest()
+
     def describe(self) -> dict:
         """The model's part of export_report.json."""
+        # Named by display name and content, never by where it lies on this machine.
         return {
-            "path": str(self.root),
             "displayName": self.display_name,
+            "digest": self.content_digest(),
             "modelType": self.model_type,
             "labels": list(self.labels),
             "input": {
@@ -208,7 +226,7 @@ def _find_saved_model(root: Path, manifest: Manifest) -> Path:
         if (candidate / "saved_model.pb").is_file():
             return candidate
     raise _bad(
-        f"no SavedModel in {str(root)!r}: expected saved_model.pb in "
+        f"no SavedModel in the model folder: expected saved_model.pb in "
         f"{manifest.saved_model}/ or at the top of the folder"
     )
 

@@ -29,6 +29,7 @@ def image_labels(report: dict) -> dict[str, str]:
         "org.opencontainers.image.title": model["displayName"],
         "org.opencontainers.image.version": report["engine"]["version"],
         "org.opencontainers.image.vendor": report["engine"]["name"],
+        "com.automl-export-engine.model-digest": model["digest"],
         "com.automl-export-engine.model-format": report["modelFormat"],
         "com.automl-export-engine.cpu-architecture": report["params"]["cpu_architecture"],
         "com.automl-export-engine.gpu-architecture": report["params"]["gpu_architecture"],
