@@ -103,6 +103,10 @@ def serving_checks(folder: Path, reference: Reference) -> dict:
             from_files,
             END_TO_END,
             what="serving SavedModel on the original image files",
+            note=(
+                "flips here come from TensorFlow's image decoders and resize (inside the serving graph) "
+                "differing from Pillow's, which feed the source side of every comparison"
+            ),
         ),
     }
 
