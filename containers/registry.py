@@ -5,6 +5,8 @@ its blobs, upload a layer and a config, write a manifest. Auth follows the regis
 ``WWW-Authenticate`` answer: Basic with the credentials, or the Bearer token flow (a token from
 the realm for the scope asked). Transient failures (connection errors, 429, 5xx) are retried
 with backoff. Registries on loopback, or named in ``EXPORTER_INSECURE_REGISTRIES``, use http.
+Image references are normalized as the Docker CLI does (``busybox`` is
+``docker.io/library/busybox:latest``), and Docker Hub's API is served from ``registry-1.docker.io``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -34,83 +36,100 @@ RETRIES = 4
 # Docker Hub, as the Docker CLI names it and where its registry API is served
 # (distribution/reference's normalize.go: defaultDomain, legacyDefaultDomain, officialRepoPrefix).
 DOCKER_HUB = "docker.io"
-DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+DOCKER_HUB_LEGACY = "index.docker.io"  # the only other name that normalizes to docker.io
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+DOCKER_HUB_ALIASES = (DOCKER_HUB, DOCKER_HUB_LEGACY, DOCKER_HUB_ENDPOINT)  # hosts that are Docker Hub
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"  # where `docker login` keeps its credentials
-# The OCI distribution grammar (distribution/reference's regexp.go).
+NAME_TOTAL_LENGTH_MAX = 255  # reference.NameTotalLengthMax, of the normalized name
+CONNECT_TIMEOUT = 10  # seconds; a network that drops packets fails each try in this, not the 60 s read timeout
+
+# The OCI distribution grammar (distribution/reference's regexp.go). ASCII only, and matched with
+# fullmatch: Python's ``\w`` is Unicode and its ``$`` lets a trailing newline through.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HOST = re.compile(
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"(?::[0-9]+)?$|^\[[0-9A-Fa-f:]+\](?::[0-9]+)?$"
-)
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_IDENTIFIER = re.compile(r"[a-f0-9]{64}")  # an image id, refused as a name (anchoredIdentifierRegexp)
+_DOMAIN_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_HOST = re.compile(rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?")
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """An image reference normalized as the Docker CLI does: registry, repository, tag, digest."""
+    """An image reference normalized as the Docker CLI does (``reference.ParseNormalizedNamed``)."""
 
     registry: str
     repository: str
-    tag: str
+    tag: str = "latest"
     digest: str | None = None
+    # Whether the text named the tag: docker prints ``name@digest`` for a digest alone, and then the
+    # implied ``latest`` is only what `tag` answers for callers that need a tag.
+    tag_given: bool = field(default=True, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> ImageRef:
-        """``[HOST[:PORT]/]PATH[:TAG][@sha256:HEX]``. The first part is a registry host only when
-        it has a ``.``, a ``:`` or an upper-case letter, or is ``localhost``; otherwise the image
-        is on Docker Hub, where a one-part path is an official image under ``library/``."""
+        """``[HOST[:PORT]/]PATH[:TAG][@sha256:HEX]``, normalized as splitDockerDomain does."""
 
         def invalid(why: str) -> ExportError:
-            return ExportError(Code.INVALID_ARGUMENT, f"image reference {text!r}: {why}")
+            return ExportError(Code.INVALID_ARGUMENT, f"invalid image reference {text!r}: {why}")
 
-        name, _, digest = text.partition("@")
-        if digest and not _DIGEST.match(digest):
-            raise invalid("a digest must be sha256: and 64 lowercase hex digits")
-        tag = "latest"
-        last = name.rsplit("/", 1)[-1]
-        if ":" in last:
+        if _IDENTIFIER.fullmatch(text):
+            raise invalid("a 64-character hexadecimal string is an image id, not a repository name")
+        name, at, digest = text.partition("@")
+        if at and not _DIGEST.fullmatch(digest):
+            raise invalid("a digest must be sha256: and 64 lowercase hexadecimal digits")
+        tag = None
+        if ":" in name.rsplit("/", 1)[-1]:  # a colon before the last slash is a host's port
             name, tag = name.rsplit(":", 1)
-            if not _TAG.match(tag):
-                raise invalid(f"{tag!r} is not a valid tag")
-        first, _, rest = name.partition("/")
-        # A first part with an upper-case letter is a host too: repositories are lowercase.
-        if rest and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
-            if not _HOST.match(first):
+            if not _TAG.fullmatch(tag):
+                raise invalid(f"the tag {tag!r} must be 1 to 128 of letters, digits, _ . - and not start with . or -")
+        # The first part names a registry only when it has a '.' or a ':', is 'localhost', or has an
+        # upper-case letter (repository paths are lowercase, so 'LOCALHOST/x' is a host too).
+        first, slash, rest = name.partition("/")
+        if slash and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+            if not _HOST.fullmatch(first):
                 raise invalid(f"{first!r} is not a registry host")
             registry, repository = first, rest
         else:
             registry, repository = DOCKER_HUB, name
-        if registry in DOCKER_HUB_ALIASES:
+        if registry == DOCKER_HUB_LEGACY:
             registry = DOCKER_HUB
-            if "/" not in repository:
-                repository = f"library/{repository}"
-        if not _REPOSITORY.match(repository):
-            raise invalid("the repository must be lowercase path parts of letters, digits and . _ - separators")
-        return cls(registry, repository, tag, digest or None)
+        if registry == DOCKER_HUB and "/" not in repository:
+            repository = f"library/{repository}"  # an official image
+        if not _REPOSITORY.fullmatch(repository):
+            raise invalid(
+                f"the repository {repository!r} must be lowercase letters and digits in parts separated by "
+                "/ (and within a part by . _ __ or dashes), none empty"
+            )
+        if len(registry) + 1 + len(repository) > NAME_TOTAL_LENGTH_MAX:
+            raise invalid(f"the name must not be more than {NAME_TOTAL_LENGTH_MAX} characters")
+        return cls(registry, repository, tag or "latest", digest or None, tag_given=tag is not None or not digest)
 
     @property
     def reference(self) -> str:
-        """What to ask the registry for: the digest when there is one, else the tag."""
+        """What to pull by: the digest when there is one (it wins over a tag), else the tag."""
         return self.digest or self.tag
 
     def __str__(self) -> str:
-        return f"{self.registry}/{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
+        tag = f":{self.tag}" if self.tag_given or not self.digest else ""
+        return f"{self.registry}/{self.repository}{tag}" + (f"@{self.digest}" if self.digest else "")
 
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def is_docker_hub(registry: str) -> bool:
+    return registry in DOCKER_HUB_ALIASES
+
+
 def endpoint(registry: str) -> str:
     """The host that serves a registry's HTTP API (Docker Hub's is not docker.io itself)."""
-    return DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
+    return DOCKER_HUB_ENDPOINT if is_docker_hub(registry) else registry
 
 
 def _scheme(registry: str) -> str:
-    host = registry.split(":")[0]
+    host = re.sub(r":[0-9]+$", "", registry).strip("[]")  # 'localhost:5000', '[::1]:5000'
     insecure = {r.strip() for r in os.environ.get("EXPORTER_INSECURE_REGISTRIES", "").split(",") if r.strip()}
     return "http" if host in ("127.0.0.1", "localhost", "::1") or registry in insecure else "https"
 
@@ -125,7 +144,7 @@ def docker_config_credentials(registry: str) -> tuple[str, str] | None:
     except (OSError, ValueError):
         return None
     names = [registry, f"https://{registry}", f"http://{registry}"]
-    if registry == DOCKER_HUB:
+    if is_docker_hub(registry):  # `docker login` writes Docker Hub's under its v1 index address
         names = [DOCKER_HUB_CONFIG_KEY, *DOCKER_HUB_ALIASES, *(f"https://{a}" for a in DOCKER_HUB_ALIASES)]
     entry = next((auths[name] for name in names if name in auths), None)
     if not entry or "auth" not in entry:
@@ -135,24 +154,25 @@ def docker_config_credentials(registry: str) -> tuple[str, str] | None:
 
 
 def unreachable(registry: str, error: Exception) -> ExportError:
-    if registry == DOCKER_HUB:
+    if is_docker_hub(registry):
         return ExportError(
             Code.UNAVAILABLE,
             (
                 f"Docker Hub ({DOCKER_HUB_ENDPOINT}) is unreachable: {error}. The serving base images default to "
-                f"Docker Hub; point EXPORTER_SERVING_BASE_CPU / EXPORTER_SERVING_BASE_GPU at a mirror or a "
-                f"registry of your own"
+                f"Docker Hub; to take them from elsewhere, point EXPORTER_SERVING_BASE_CPU / "
+                f"EXPORTER_SERVING_BASE_GPU at a mirror or a registry of your own"
             ),
         )
     return ExportError(Code.UNAVAILABLE, f"registry {registry} unreachable: {error}")
 
 
 class RegistryClient:
-    def __init__(self, registry: str, credentials: tuple[str, str] | None = None):
+    def __init__(self, registry: str, credentials: tuple[str, str] | None = None, retries: int = RETRIES):
         self.registry = registry
         self.base = f"{_scheme(registry)}://{endpoint(registry)}"
         self.credentials = credentials if credentials is not None else docker_config_credentials(registry)
-        self.http = httpx.Client(timeout=60, follow_redirects=True)
+        self.retries = max(1, retries)  # tries of each request, transient failures included
+        self.http = httpx.Client(timeout=httpx.Timeout(60, connect=CONNECT_TIMEOUT), follow_redirects=True)
         self.tokens: dict[str, str] = {}
         self.uploaded_bytes = 0
 
@@ -179,26 +199,28 @@ class RegistryClient:
     def request(self, method: str, path: str, scope: str, **kwargs) -> httpx.Response:
         url = path if path.startswith("http") else f"{self.base}{path}"
         headers = dict(kwargs.pop("headers", {}))
-        for attempt in range(RETRIES):
+        attempt = 0  # failed tries so far; answering a 401 with credentials is not one
+        while True:
             if scope in self.tokens:
                 headers["Authorization"] = self.tokens[scope]
             try:
                 response = self.http.request(method, url, headers=headers, **kwargs)
             except httpx.TransportError as error:
-                if attempt == RETRIES - 1:
+                attempt += 1
+                if attempt >= self.retries:
                     raise unreachable(self.registry, error) from None
-                time.sleep(0.5 * 2**attempt)
+                time.sleep(0.5 * 2 ** (attempt - 1))
                 continue
-            if response.status_code == 401 and scope not in self.tokens:
+            if response.status_code == 401 and scope not in self.tokens:  # once per scope
                 authorization = self._authorize(response.headers.get("www-authenticate", ""), scope)
                 if authorization:
                     self.tokens[scope] = authorization
                     continue
-            if response.status_code in (429, 502, 503, 504) and attempt < RETRIES - 1:
-                time.sleep(0.5 * 2**attempt)
+            if response.status_code in (429, 502, 503, 504) and attempt + 1 < self.retries:
+                attempt += 1
+                time.sleep(0.5 * 2 ** (attempt - 1))
                 continue
             return response
-        return response
 
     def _check(self, response: httpx.Response, doing: str) -> httpx.Response:
         if response.status_code < 400:

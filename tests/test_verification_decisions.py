@@ -1,5 +1,6 @@
 """How a check decides: flips within the budget pass; beyond it, labelled images may still pass
 it on accuracy (up to twice the budget, never less accurate than the source)."""
+
 from pathlib import Path
 
 import numpy as np
