@@ -1,7 +1,10 @@
-"""modelFormat ``tf_js``: a TensorFlow.js graph model, verified in Node.js on the wasm backend.
+"""modelFormat ``tf_js``: a TensorFlow.js graph model, verified in Node.js.
 
 Converted from the source SavedModel's serving signature (not the serving model, which decodes
-JPEG in the graph). With ``input_contract=automl`` the graph takes what AutoML's tf_js exports
+JPEG in the graph), from a graph no oneDNN rewrite touched (``converters/tfjs_graph.py``).
+Verified on the wasm backend, where users run tfjs models most; where wasm refuses an op or a
+shape, on the cpu backend instead. The report records each backend's outcome; the export fails
+(FAILED_PRECONDITION, a runtime's limit) only when no backend runs the model. With ``input_contract=automl`` the graph takes what AutoML's tf_js exports
 take and ``@tensorflow/tfjs-automl`` feeds: a [N, 224, 224, 3] image scaled to [-1, 1]; a wrapper
 maps it back to pixels, resizes to the model's input and applies the model's normalization.
 """
@@ -13,16 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.base import Converter, library_failure, register
-from converters.node_runtime import tfjs_predict
+from converters.base import Converter, register
+from converters.node_runtime import BackendRefused, tfjs_predict
 from converters.signature import load_serving_signature
-from converters.verification import Tolerance, compare
+from converters.tfjs_graph import convert_graph
+from converters.verification import CheckReport, Tolerance, compare
+from exporter.core.errors import Code, ExportError
 from exporter.core.images import load_image_set
 from exporter.core.labels import write_labels
 from exporter.core.model_source import SERVING_KEY
 
 AUTOML_SIZE = 224
-QUANTIZATION_MAPS = {"float32": None, "float16": {"float16": "*"}, "uint8": {"uint8": "*"}}
+# The backends tried in order: wasm first (fast, where users run tfjs), cpu where wasm refuses.
+BACKENDS = ("wasm", "cpu")
 TOLERANCES = {
     "float32": Tolerance(0.0, max_abs_diff=1e-4),
     "float16": Tolerance(0.01, max_abs_diff=0.05),
@@ -69,24 +75,12 @@ class TFJSConverter(Converter):
     libraries = ("tensorflow", "tensorflowjs")
 
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
-        from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs
-
         with tempfile.TemporaryDirectory(prefix="tfjs-source-") as scratch:
             saved_model = source.saved_model_dir
             if params["input_contract"] == "automl":
                 saved_model = Path(scratch) / "automl"
                 automl_wrapper(source, saved_model)
-            try:
-                tfjs.convert_tf_saved_model(
-                    str(saved_model),
-                    str(workdir),
-                    signature_def=SERVING_KEY,
-                    saved_model_tags="serve",
-                    quantization_dtype_map=QUANTIZATION_MAPS[params["quantization"]],
-                    weight_shard_size_bytes=int(params["shard_size_bytes"]),
-                )
-            except (ValueError, NotImplementedError, TypeError) as error:  # the converter's refusals
-                raise library_failure("tensorflowjs", error) from error
+            convert_graph(saved_model, workdir, params["quantization"], int(params["shard_size_bytes"]))
         write_labels(workdir, source.labels)
         return sorted(p for p in workdir.iterdir() if p.is_file())
 
@@ -98,5 +92,17 @@ class TFJSConverter(Converter):
             what = "model.json (automl input contract, 224x224 in [-1, 1])"
         else:
             inputs, what = reference.inputs, f"model.json ({params['quantization']})"
-        scores, info = tfjs_predict(workdir, inputs)
-        return {"verification": compare(f"node {info['backend']}", reference, scores, tolerance, what=what)}
+        backends: dict[str, dict] = {}
+        for backend in BACKENDS:
+            try:
+                scores, info = tfjs_predict(workdir, inputs, backend)
+            except BackendRefused as refusal:
+                backends[backend] = {"runs": False, "reason": refusal.reason}
+                continue
+            check = compare(f"node {info['backend']}", reference, scores, tolerance, what=what)
+            backends[backend] = {"runs": True, "agrees": True, "msPerImage": round(info["msPerImage"], 3)}
+            for later in BACKENDS[BACKENDS.index(backend) + 1 :]:
+                backends[later] = {"runs": None, "reason": f"not tried: the {backend} backend ran the model"}
+            return {"verification": check, "backends": CheckReport(backends)}
+        reasons = "; ".join(f"{name}: {outcome['reason']}" for name, outcome in backends.items())
+        raise ExportError(Code.FAILED_PRECONDITION, f"no tfjs backend runs the model ({reasons})")

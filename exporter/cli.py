@@ -105,6 +105,10 @@ def export(
 
     config = output_config(model_format, output, _param_pairs(param or []))
     size = _input_size(input_size)
+    if model_format == "tf_js":
+        # TensorFlow is not imported yet: without oneDNN's graph rewrites it converts here, not
+        # in a second process (converters/tfjs_graph.py says why the rewrites must be off).
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     with native_logs_captured() as console:
         with StageProgress(console, enabled=not as_json and sys.stderr.isatty()) as progress:
 

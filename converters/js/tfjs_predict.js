@@ -1,12 +1,14 @@
-// Runs a tfjs graph model in Node.js on the wasm backend, as the engine's tf_js verification.
+// Runs a tfjs graph model in Node.js on one backend (wasm or cpu), as the engine's tf_js
+// verification.
 //
-//   node tfjs_predict.js MODEL_DIR INPUTS.bin N H W OUT.bin
+//   node tfjs_predict.js MODEL_DIR INPUTS.bin N H W OUT.bin [BACKEND]
 //
 // INPUTS.bin holds N float32 images [H, W, 3] (already in the model's input range); OUT.bin
 // receives N rows of float32 scores. The model is loaded with tf.io.fromMemory from the files
 // (loadGraphModel('file://...') needs tfjs-node, which cannot be installed offline). Prints one
 // line of JSON: the backend, the output width and the mean milliseconds per image after 3
-// warm-up runs.
+// warm-up runs. When the backend cannot run the model (an op or a shape it does not support),
+// the last line is JSON {"refused": MESSAGE, "stage": "load" | "predict"} and the exit status 3.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -36,13 +38,19 @@ function modelFromFolder(folder) {
 }
 
 async function main() {
-  const [folder, inputsFile, n, h, w, outFile] = process.argv.slice(2);
+  const [folder, inputsFile, n, h, w, outFile, backend = 'wasm'] = process.argv.slice(2);
   const [count, height, width] = [Number(n), Number(h), Number(w)];
   const wasmDir = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')), '/');
   wasm.setWasmPaths(wasmDir);
-  await tf.setBackend('wasm');
+  if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} did not start`);
   await tf.ready();
-  const model = await modelFromFolder(folder);
+  let stage = 'load';
+  const refused = (error) => {
+    console.log(JSON.stringify({ refused: String(error && error.message ? error.message : error), stage }));
+    process.exit(3);
+  };
+  const model = await modelFromFolder(folder).catch(refused);
+  stage = 'predict';
   const raw = fs.readFileSync(inputsFile);
   const inputs = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
   const pixels = height * width * 3;
@@ -50,8 +58,13 @@ async function main() {
   let width_out = 0;
   for (let i = 0; i < Math.min(count, 3); i++) {  // warm-up: the first runs compile kernels
     const image = tf.tensor4d(inputs.subarray(0, pixels), [1, height, width, 3]);
-    const output = model.predict(image);
-    await output.data();
+    let output;
+    try {
+      output = model.predict(image);
+      await output.data();
+    } catch (error) {
+      refused(error);
+    }
     tf.dispose([image, output]);
   }
   const started = process.hrtime.bigint();
