@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from exporter.core.errors import Code, ExportError
+from exporter.core.saved_model_proto import read_meta_graphs
 
 POLICY_FILE = Path(__file__).parent / "data" / "allowed_ops.json"
 GRAPH = "graph"  # where an operation in a MetaGraph's own graph (not in a function) is
@@ -85,27 +86,6 @@ class OpUse(NamedTuple):
     where: str
     node: str
     in_saver: bool  # in the part of the SavedModel that only the variable saver reaches
-
-
-def read_meta_graphs(saved_model_dir: str | Path) -> list:
-    """The MetaGraphDefs of ``saved_model.pb``, parsed without TensorFlow's runtime."""
-    from google.protobuf.message import DecodeError
-    from tensorboard.compat.proto import meta_graph_pb2
-
-    from exporter.core.saved_model_proto import _meta_graph_bytes
-
-    path = Path(saved_model_dir) / "saved_model.pb"
-    try:
-        graphs = []
-        for raw in _meta_graph_bytes(path.read_bytes()):
-            graph = meta_graph_pb2.MetaGraphDef()
-            graph.ParseFromString(raw)
-            graphs.append(graph)
-    except (ValueError, DecodeError) as error:
-        raise ExportError(Code.INVALID_ARGUMENT, f"{path.name} is not a readable SavedModel ({error})") from None
-    if not graphs:
-        raise ExportError(Code.INVALID_ARGUMENT, f"{path.name} holds no MetaGraph")
-    return graphs
 
 
 def _node_name(reference: str) -> str:

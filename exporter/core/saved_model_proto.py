@@ -56,10 +56,10 @@ def _meta_graph_bytes(data: bytes) -> list[bytes]:
     return found
 
 
-def read_signatures(saved_model_dir: Path) -> dict[str, Signature]:
-    """Signature key -> (inputs, outputs) of the SavedModel's serving MetaGraph."""
+def read_meta_graphs(saved_model_dir: str | Path) -> list:
+    """The MetaGraphDefs of ``saved_model.pb``, parsed without TensorFlow's runtime."""
     from google.protobuf.message import DecodeError
-    from tensorboard.compat.proto import meta_graph_pb2, types_pb2
+    from tensorboard.compat.proto import meta_graph_pb2
 
     path = Path(saved_model_dir) / "saved_model.pb"
     try:
@@ -70,6 +70,17 @@ def read_signatures(saved_model_dir: Path) -> dict[str, Signature]:
             graphs.append(graph)
     except (ValueError, DecodeError) as error:
         raise ExportError(Code.INVALID_ARGUMENT, f"{path.name} is not a readable SavedModel ({error})") from None
+    if not graphs:
+        raise ExportError(Code.INVALID_ARGUMENT, f"{path.name} holds no MetaGraph")
+    return graphs
+
+
+def read_signatures(saved_model_dir: Path) -> dict[str, Signature]:
+    """Signature key -> (inputs, outputs) of the SavedModel's serving MetaGraph."""
+    from tensorboard.compat.proto import types_pb2
+
+    path = Path(saved_model_dir) / "saved_model.pb"
+    graphs = read_meta_graphs(saved_model_dir)
     serving = [g for g in graphs if "serve" in g.meta_info_def.tags] or graphs
     if not serving:
         raise ExportError(Code.INVALID_ARGUMENT, f"{path.name} holds no MetaGraph")
