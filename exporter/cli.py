@@ -98,9 +98,17 @@ def export(
         Path | None,
         typer.Option(help="docker: also write the image's build context (Dockerfile, model) to this new folder"),
     ] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox",
+            help="convert and verify in a sandbox (bubblewrap: no network, read-only files, limits); for untrusted models",
+        ),
+    ] = False,
 ) -> None:
     """Export a model folder to one modelFormat, verified, into a new model-export-* folder."""
     from exporter.run import export_model
+    from exporter.sandbox import Sandbox
     from exporter.terminal import StageProgress, print_summary
 
     config = output_config(model_format, output, _param_pairs(param or []))
@@ -118,7 +126,13 @@ def export(
 
             options = {"keep_context": build_context} if build_context is not None else {}
             result = export_model(
-                model, config, images=images, input_size=size, progress=on_stage, destination_options=options
+                model,
+                config,
+                images=images,
+                input_size=size,
+                progress=on_stage,
+                destination_options=options,
+                sandbox=Sandbox() if sandbox else None,
             )
     if as_json:
         print(

@@ -26,6 +26,7 @@ from exporter.core.model_types import CLOUD_MODEL_TYPE
 from exporter.core.report import REPORT_FILE, build_report, write_report
 from exporter.core.request import ExportRequest, parse_output_config
 from exporter.destinations import open_destination
+from exporter.sandbox import Sandbox, export_steps
 
 STAGES = ("load", "convert", "verify", "publish")
 # progress(stage, event) with event "start" or "done"; the CLI draws it, the worker stores it.
@@ -86,6 +87,7 @@ def export_model(
     progress: Progress | None = None,
     started: datetime | None = None,
     destination_options: dict[str, Any] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> ExportResult:
     """Export the model folder `model` as `output_config` (a ModelExportOutputConfig) asks.
 
@@ -94,7 +96,9 @@ def export_model(
     "params": {"quantization": "uint8"}}``. `images` and `input_size` fill in what the model
     folder lacks (see ``read_model``). `destination_options` are the destination's own options
     (a docker export's ``keep_context``: a new folder that receives the image's build context for
-    a rebuild by hand). Raises ExportError; returns where the export landed and its report.
+    a rebuild by hand). With a `sandbox` the convert and verify steps run in its confined child
+    process (TensorFlow is imported there, not here); without one they run in this process.
+    Raises ExportError; returns where the export landed and its report.
     """
     started = started or utc_now()
     request = parse_output_config(output_config)
@@ -105,15 +109,18 @@ def export_model(
         source = read_model(model, images=images, input_size=input_size)
         check_exportable(source, request)
         destination = open_destination(request, **(destination_options or {}))
-        converter.prepare()
+        if sandbox is None:
+            converter.prepare()
+        else:
+            sandbox.check()
         final_name = export_folder_name(source.display_name, started)
     staging = destination.stage(final_name)  # after the load stage: its end may raise a stop
     try:
-        with clock.stage("convert"):
-            converter.convert(source, staging, request.params)
-        with clock.stage("verify"):
-            reference = make_reference(source)
-            checks = converter.verify(source, staging, request.params, reference)
+        with export_steps(sandbox, converter, source, staging, request.params) as steps:
+            with clock.stage("convert"):
+                steps.convert()
+            with clock.stage("verify"):
+                checks = steps.verify()
         with clock.stage("publish"):
             report = build_report(
                 request=request,
@@ -122,6 +129,7 @@ def export_model(
                 checks=checks,
                 timings=dict(clock.seconds),
                 created=rfc3339_millis(started),
+                sandbox=sandbox.describe() if sandbox else {"mode": "off"},
             )
             write_report(report, staging)
             output_dir = destination.publish(staging, final_name, report)

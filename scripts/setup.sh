@@ -13,10 +13,10 @@ fi
 
 # Debian packages the tests and benchmarks use: headless Chromium (browser checks), the Docker
 # engine, the OCI registry, skopeo (an independent registry client), a static busybox (a small base
-# image) and htpasswd (a registry that wants credentials).
+# image), htpasswd (a registry that wants credentials) and bubblewrap (the export sandbox).
 missing=""
 for pair in chromium:/usr/bin/chromium docker.io:/usr/sbin/dockerd docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            busybox-static:/bin/busybox apache2-utils:/usr/bin/htpasswd; do
+            busybox-static:/bin/busybox apache2-utils:/usr/bin/htpasswd bubblewrap:/usr/bin/bwrap; do
   [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
 done
 if [ -n "$missing" ]; then

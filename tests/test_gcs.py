@@ -72,6 +72,7 @@ def test_service_imports_from_a_bucket_and_exports_to_one(canary_model, bucket, 
         output_roots=[],
         STORAGE_EMULATOR_HOST=emulator.url,
         EXPORTER_IMPORT_BUCKETS=f'["{bucket.name}"]',
+        EXPORTER_OUTPUT_BUCKETS=f'["{bucket.name}"]',
         EXPORTER_WORKERS="1",
     ).start()
     try:
@@ -83,6 +84,17 @@ def test_service_imports_from_a_bucket_and_exports_to_one(canary_model, bucket, 
             json={"sourceUri": f"gs://{bucket.name}/models/canary", "modelId": "canary"},
         )
         assert imported.status_code == 200, imported.text
+        # Output buckets are allow-listed like import buckets: another bucket is refused up front.
+        elsewhere = server.call(
+            "POST",
+            f"{PARENT}/models/canary:export",
+            json={"outputConfig": {"gcsDestination": {"outputUriPrefix": "gs://other-bucket/exports"}}},
+        )
+        assert elsewhere.status_code == 400, elsewhere.text
+        error = elsewhere.json()["error"]
+        assert error["status"] == "INVALID_ARGUMENT" and "EXPORTER_OUTPUT_BUCKETS" in error["message"]
+        (violation,) = error["details"][0]["fieldViolations"]
+        assert violation["field"] == "outputConfig.gcsDestination.outputUriPrefix"
         started = server.call(
             "POST",
             f"{PARENT}/models/canary:export",

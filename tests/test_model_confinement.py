@@ -173,7 +173,7 @@ def import_folder(service, folder: Path, model_id: str):
 
 
 def stored(settings) -> list[str]:
-    folder = settings.models_dir
+    folder = settings.models_dir / "p" / "us-central1"  # models are stored per project and location
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
@@ -199,7 +199,7 @@ def test_import_keeps_inside_links_as_links(service, canary_model):
     (folder / "dict.txt").symlink_to("labels.txt")
     row = import_folder(service, folder, "inside")
     copy = Path(row.path)
-    assert stored(settings) == ["inside"] and copy.parent == settings.models_dir
+    assert stored(settings) == ["inside"] and copy.parent == settings.models_dir / "p" / "us-central1"
     assert (copy / "dict.txt").is_symlink() and os.readlink(copy / "dict.txt") == "labels.txt"
     assert read_model(copy).labels[0] == "red"
 

@@ -213,12 +213,14 @@ def _read_manifest(root: Path) -> Manifest:
     if not path.exists():
         return Manifest()
     try:
-        return Manifest.model_validate(json.loads(path.read_text()))
-    except json.JSONDecodeError as error:
-        raise _bad(f"manifest.json is not valid JSON: {error}") from None
+        return Manifest.model_validate(json.loads(path.read_bytes()))
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in error.errors())
         raise _bad(f"manifest.json does not fit the manifest schema: {problems}") from None
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, or nested past the parser
+        raise _bad(f"manifest.json is not valid JSON: {error}") from None
+    except OSError as error:
+        raise _bad(f"manifest.json cannot be read: {error.strerror or error}") from None
 
 
 def _find_saved_model(root: Path, manifest: Manifest) -> Path:
@@ -234,7 +236,12 @@ def _find_saved_model(root: Path, manifest: Manifest) -> Path:
 def _read_labels(path: Path) -> tuple[str, ...]:
     if not path.is_file():
         raise _bad(f"no labels: expected {path.name} (one label a line) in the model folder")
-    labels = tuple(parse_labels(path.read_text(encoding="utf-8")))
+    try:
+        labels = tuple(parse_labels(path.read_text(encoding="utf-8")))
+    except UnicodeDecodeError as error:
+        raise _bad(f"{path.name} is not UTF-8 text: byte {error.start} cannot be read") from None
+    except OSError as error:
+        raise _bad(f"{path.name} cannot be read: {error.strerror or error}") from None
     if len(labels) < 2:
         raise _bad(f"{path.name} must list at least 2 labels, one a line; found {len(labels)}")
     if len(set(labels)) != len(labels):

@@ -35,7 +35,10 @@ def artifact_files(root: Path) -> list[dict]:
     return [file_entry(p, root) for p in sorted(root.rglob("*")) if p.is_file() and p.name != REPORT_FILE]
 
 
-def build_report(*, request, source, workdir: Path, checks: dict, timings: dict, created: str) -> dict:
+def build_report(
+    *, request, source, workdir: Path, checks: dict, timings: dict, created: str, sandbox: dict | None = None
+) -> dict:
+    """The report; `sandbox` is the protection the convert and verify steps ran under."""
     return {
         "engine": {"name": "automl-export-engine", "version": engine_version()},
         "createTime": created,
@@ -45,6 +48,7 @@ def build_report(*, request, source, workdir: Path, checks: dict, timings: dict,
         "artifacts": artifact_files(workdir),
         "checks": {name: check.as_dict() for name, check in checks.items()},
         "timingsSeconds": timings,
+        **({"sandbox": sandbox} if sandbox is not None else {}),
         "versions": {
             "python": platform.python_version(),
             **{name: _version(name) for name in VERSIONED_LIBRARIES},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -26,42 +27,139 @@ def local_path(prefix: str) -> Path | None:
     return Path(prefix).expanduser().resolve()
 
 
-class LocalDestination(Destination):
-    """A folder on this machine's file system."""
+# Opening a folder without following a link: O_NOFOLLOW makes open() of a link fail (ELOOP),
+# O_DIRECTORY makes open() of anything but a folder fail (ENOTDIR). O_PATH (Linux) needs only
+# search permission on the folder, as a path-based mkdir would.
+_FOLDER = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+_NO_FOLLOW = _FOLDER | os.O_NOFOLLOW
 
-    def __init__(self, folder: Path):
+
+class LocalDestination(Destination):
+    """A folder on this machine's file system.
+
+    Links are never followed below the place the walk starts: the allowed output root that holds
+    the folder (``output_roots``, the service's allow-list), else ``/`` for a path that was
+    resolved once when the destination was made (the command line). Each folder on the way is
+    opened relative to its already-open parent with ``O_NOFOLLOW | O_DIRECTORY`` and made with
+    ``mkdir(dir_fd=...)``, so a folder swapped for a link, even between a check and its use, is
+    refused (``ELOOP``/``ENOTDIR``) instead of followed. ``publish`` walks again, checks that it
+    reached the very folder ``stage`` made the staging folder in (device and inode), and renames
+    relative to that open folder, so a swap after the walk cannot redirect the rename either.
+    """
+
+    options = frozenset({"output_roots"})
+
+    def __init__(self, folder: Path, output_roots: list[Path] | None = None):
         self.folder = folder
+        self.output_roots = None if output_roots is None else [Path(root) for root in output_roots]
+        self._staged_in: tuple[int, int] | None = None
 
     @classmethod
-    def from_request(cls, request: ExportRequest) -> LocalDestination:
-        folder = local_path(request.destination)
-        assert folder is not None  # chosen by scheme: never gs://
-        return cls(folder)
+    def from_request(cls, request: ExportRequest, output_roots: list[str | Path] | None = None) -> LocalDestination:
+        if output_roots is None:
+            folder = local_path(request.destination)
+            assert folder is not None  # chosen by scheme: never gs://
+            return cls(folder)
+        # Under an allow-list the path is taken as written (made absolute, "." and ".." folded),
+        # never resolved: a link in it is refused by the walk, not followed to where it leads.
+        prefix = request.destination
+        if prefix.startswith("file://"):
+            prefix = unquote(urlparse(prefix).path)
+        return cls(Path(os.path.abspath(Path(prefix).expanduser())), [Path(root) for root in output_roots])
 
     @property
     def uri(self) -> str:
         return str(self.folder)
 
-    def stage(self, final_name: str) -> Path:
-        """Make the destination folder and an empty staging folder inside it."""
+    def _start(self) -> tuple[Path, tuple[str, ...]]:
+        """Where the walk starts (trusted), and the folder's parts below it."""
+        if self.output_roots is None:
+            return Path("/"), self.folder.parts[1:]
+        for root in self.output_roots:
+            if self.folder == root or root in self.folder.parents:
+                return root, self.folder.relative_to(root).parts
+        raise ExportError(
+            Code.INVALID_ARGUMENT,
+            f"the destination {str(self.folder)!r} is outside the folders exports may be written to",
+        )
+
+    def _open_folder(self, create: bool) -> int:
+        """The destination folder, open, reached without following a link (made when `create`)."""
+        start, parts = self._start()
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            if (self.folder / final_name).exists():
-                raise ExportError(Code.ALREADY_EXISTS, f"{self.folder / final_name} already exists")
-            # mkdir (not mkdtemp, which makes it 0700) so the export gets the user's umask.
-            staging = self.folder / f".{final_name}.{secrets.token_hex(4)}.partial"
-            staging.mkdir()
-            return staging
+            fd = os.open(start, _FOLDER)
         except OSError as error:
             raise os_error(error, f"cannot write to the destination {str(self.folder)!r}") from None
+        try:
+            for part in parts:
+                if create:
+                    try:
+                        os.mkdir(part, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                child = os.open(part, _NO_FOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = child
+            return fd
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise ExportError(
+                    Code.FAILED_PRECONDITION,
+                    f"cannot write to the destination {str(self.folder)!r}: a folder on its way is a link or a "
+                    "file, and links are not followed",
+                ) from None
+            raise os_error(error, f"cannot write to the destination {str(self.folder)!r}") from None
+
+    def stage(self, final_name: str) -> Path:
+        """Make the destination folder and an empty staging folder inside it."""
+        fd = self._open_folder(create=True)
+        try:
+            try:
+                os.stat(final_name, dir_fd=fd, follow_symlinks=False)
+                raise ExportError(Code.ALREADY_EXISTS, f"{self.folder / final_name} already exists")
+            except FileNotFoundError:
+                pass
+            # mkdir (not mkdtemp, which makes it 0700) so the export gets the user's umask.
+            staging = f".{final_name}.{secrets.token_hex(4)}.partial"
+            os.mkdir(staging, dir_fd=fd)
+            info = os.fstat(fd)
+            self._staged_in = (info.st_dev, info.st_ino)
+            return self.folder / staging
+        except OSError as error:
+            raise os_error(error, f"cannot write to the destination {str(self.folder)!r}") from None
+        finally:
+            os.close(fd)
 
     def publish(self, staging: Path, final_name: str, report: dict) -> str:
         """Move the finished staging folder to its final name; return the export's location."""
         final = self.folder / final_name
+        fd = self._open_folder(create=False)  # checked again, now: the folder may have been swapped
         try:
-            os.rename(staging, final)  # atomic within one file system; refuses a non-empty target
+            info = os.fstat(fd)
+            if self._staged_in != (info.st_dev, info.st_ino):
+                raise ExportError(
+                    Code.FAILED_PRECONDITION,
+                    f"the destination {str(self.folder)!r} was replaced while the export ran; nothing was published",
+                )
+            # Atomic within one file system; refuses a non-empty target. Relative to the folder
+            # just checked: a swap of the path from here on does not move where this lands.
+            os.rename(staging.name, final_name, src_dir_fd=fd, dst_dir_fd=fd)
         except OSError as error:
             if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise ExportError(Code.ALREADY_EXISTS, f"{final} already exists") from None
             raise os_error(error, "cannot publish the export") from None
+        finally:
+            os.close(fd)
         return str(final)
+
+    def discard(self, staging: Path) -> None:
+        """Remove what is left of the staging folder, in the folder reached without links."""
+        try:
+            fd = self._open_folder(create=False)
+        except ExportError:
+            return  # no folder to clean, or one that is now a link: nothing of ours to remove there
+        try:
+            shutil.rmtree(staging.name, dir_fd=fd, ignore_errors=True)
+        finally:
+            os.close(fd)

@@ -43,27 +43,79 @@ def error_response(error: ExportError) -> JSONResponse:
     return JSONResponse(status_code=error.code.http_status, content=status_body(error))
 
 
-async def json_body(request: Request, settings: ServiceSettings, required: bool = True) -> Any:
-    """The request's JSON body, with every way it can be wrong as INVALID_ARGUMENT."""
+# Content types a JSON body may come with: JSON, none, and what ``curl -d`` sends by default
+# (application/x-www-form-urlencoded); the body must parse as JSON whichever it is.
+JSON_CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded", "")
+
+
+def too_large(limit: int) -> ExportError:
+    return ExportError(Code.INVALID_ARGUMENT, f"request body larger than {limit} bytes (EXPORTER_MAX_BODY_BYTES)")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, read chunk by chunk and refused as soon as it passes `limit` bytes.
+
+    A declared Content-Length above the limit is refused before anything is read; a chunked body
+    (no Content-Length) or one longer than it declared is refused at the chunk that passes the
+    limit, so at most `limit` bytes (plus one chunk) are ever held, whatever the client sends.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise ExportError(Code.INVALID_ARGUMENT, f"request body larger than {settings.max_body_bytes} bytes")
-    raw = await request.body()
-    if len(raw) > settings.max_body_bytes:
-        raise ExportError(Code.INVALID_ARGUMENT, f"request body larger than {settings.max_body_bytes} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_depth(value: Any) -> int:
+    """How deeply `value` nests lists and objects (a scalar: 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+async def json_body(request: Request, settings: ServiceSettings, required: bool = True) -> Any:
+    """The request's JSON body, with every way it can be wrong as INVALID_ARGUMENT: too large
+    (``EXPORTER_MAX_BODY_BYTES``, checked while reading), nested too deeply
+    (``EXPORTER_MAX_JSON_DEPTH``), an unsupported content type, malformed JSON."""
+    raw = await read_body(request, settings.max_body_bytes)
     if not raw.strip():
         if required:
             raise ExportError.invalid([FieldViolation("body", "a JSON object is required")])
         return {}
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if content_type not in ("application/json", ""):
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in JSON_CONTENT_TYPES:
         raise ExportError(
             Code.INVALID_ARGUMENT, f"content type {content_type!r} is not supported; send application/json"
         )
+    too_deep = ExportError(
+        Code.INVALID_ARGUMENT,
+        f"JSON body nested deeper than {settings.max_json_depth} levels (EXPORTER_MAX_JSON_DEPTH)",
+    )
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
+    except RecursionError:  # the C parser stops at the interpreter's recursion limit
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ExportError(Code.INVALID_ARGUMENT, f"malformed JSON body: {error}") from None
+    if json_depth(body) > settings.max_json_depth:
+        raise too_deep
+    return body
 
 
 def page(params, what: str) -> tuple[int, int]:

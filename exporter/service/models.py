@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -117,10 +118,15 @@ def import_model(store: Store, settings: ServiceSettings, parent: str, request: 
     if not isinstance(source, str):
         # Links, manifest paths and operations, before anything is copied into the store.
         check_model_folder(source)
-    target = settings.models_dir / model_id
-    staging = settings.models_dir / f".{model_id}.partial"
-    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    # One folder per project and location (the parent's segments, checked as resource names), so
+    # the same model id in two projects never collides; an unlucky race on the same name is
+    # ALREADY_EXISTS below, and no message names a server path.
+    _, project, _, location = parent.split("/")
+    folder = settings.models_dir / project / location
+    target = folder / model_id
+    staging = folder / f".{model_id}.{secrets.token_hex(4)}.partial"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         if isinstance(source, str):
             from exporter.destinations.gcs import download_prefix
 
@@ -144,7 +150,13 @@ def import_model(store: Store, settings: ServiceSettings, parent: str, request: 
         manifest_path.unlink(missing_ok=True)  # a file of its own, not one a link leads to
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         checked = read_model(staging)  # the same checks as a standalone export, no TensorFlow
-        staging.rename(target)
+        try:
+            # os.rename: atomic, and refuses a non-empty target; a leftover empty one is replaced.
+            os.rename(staging, target)
+        except OSError as error:
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
+                raise ExportError(Code.ALREADY_EXISTS, f"model {name} already exists") from None
+            raise
     except OSError as error:
         raise ExportError(Code.INTERNAL, f"cannot copy the model into the store: {error.strerror or error}") from None
     finally:

@@ -16,7 +16,7 @@ import uuid
 
 from exporter.service.settings import ServiceSettings
 from exporter.service.store import Store
-from exporter.service.worker import worker_main
+from exporter.service.worker import RECYCLED, worker_main
 
 log = logging.getLogger("exporter.pool")
 
@@ -53,6 +53,12 @@ class WorkerPool:
         while not self.stopping.wait(0.5):
             for slot, (process, owner) in list(self.workers.items()):
                 if process.is_alive():
+                    continue
+                if process.exitcode == RECYCLED:
+                    # Exited on purpose after a finished job (EXPORTER_WORKER_MAX_JOBS or
+                    # EXPORTER_WORKER_MAX_RSS_MB): no job of its to hand back, not a failure.
+                    log.info("worker %s (pid %s) recycled; replacing it", owner, process.pid)
+                    self._spawn(slot)
                     continue
                 reason = f"worker process {process.pid} exited with status {process.exitcode}"
                 released = self.store.release_lost(owner, self.settings.max_attempts, reason)

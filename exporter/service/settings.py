@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,11 @@ class ServiceSettings(BaseSettings):
     import_buckets: list[str] = Field(default_factory=list)
     # Local export destinations (plain paths and file://) must lie under these folders.
     output_roots: list[Path] = Field(default_factory=list)
+    # Per project: {"project-id": ["/srv/exports/project-id"]}. A project listed here exports only
+    # under its own folders; one not listed uses output_roots.
+    project_output_roots: dict[str, list[Path]] = Field(default_factory=dict)
+    # Buckets gs:// exports may be written to (gs://BUCKET/...).
+    output_buckets: list[str] = Field(default_factory=list)
     workers: int = Field(default=2, ge=0, le=64)
     # Added to the workers' nice value, so that the API answers promptly while they convert.
     worker_niceness: int = Field(default=10, ge=0, le=19)
@@ -29,17 +35,44 @@ class ServiceSettings(BaseSettings):
     # How many times a job is started before a lost worker fails it for good.
     max_attempts: int = Field(default=2, ge=1, le=10)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    # JSON bodies nested deeper than this are refused (INVALID_ARGUMENT), before they are parsed.
+    max_json_depth: int = Field(default=64, ge=2, le=512)
     # Bearer tokens and permissions (see exporter/service/auth.py); None: no auth, loopback only.
     auth_file: Path | None = None
     # Queued or running exports one principal may have at once, and queued exports in all.
     max_active_exports_per_principal: int = Field(default=8, ge=1)
     max_queue: int = Field(default=100, ge=1)
     poll_seconds: float = Field(default=0.2, gt=0)
+    # /docs, /redoc and /openapi.json answer without a token even when auth is on.
+    public_docs: bool = False
+    # A worker exits after this many jobs, or when its memory is above this after a job; the pool
+    # starts a fresh one (TensorFlow and the converters keep memory they do not give back).
+    worker_max_jobs: int = Field(default=20, ge=1)
+    worker_max_rss_mb: int = Field(default=2048, ge=64)
+    # Where each export's convert and verify steps run (README, "Security model"): "required" (in
+    # bubblewrap; exports are refused where it cannot start), "auto" (bubblewrap, else a child
+    # process under the limits only) or "off" (in the worker process itself).
+    sandbox: Literal["required", "auto", "off"] = "required"
+    sandbox_bwrap: str = "bwrap"
+    sandbox_cpu_seconds: int = Field(default=900, ge=1)
+    sandbox_memory_mb: int = Field(default=4096, ge=64)
+    sandbox_wall_seconds: float = Field(default=1800.0, gt=0)
 
     @field_validator("import_roots", "output_roots")
     @classmethod
     def _absolute(cls, roots: list[Path]) -> list[Path]:
         return [Path(root).expanduser().resolve() for root in roots]
+
+    @field_validator("project_output_roots")
+    @classmethod
+    def _absolute_per_project(cls, roots: dict[str, list[Path]]) -> dict[str, list[Path]]:
+        return {project: [Path(root).expanduser().resolve() for root in folders] for project, folders in roots.items()}
+
+    def output_roots_for(self, project: str) -> list[Path]:
+        """The folders a project's local exports may be written under."""
+        if project in self.project_output_roots:
+            return self.project_output_roots[project]
+        return self.output_roots
 
     @property
     def store_url(self) -> str:

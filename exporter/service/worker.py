@@ -8,12 +8,16 @@ the export (nothing is published) when the operation was cancelled.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
 from exporter.core.errors import Code, ExportError
 from exporter.core.formats import DestinationKind
-from exporter.core.request import parse_output_config
+from exporter.core.request import ExportRequest, parse_output_config
+from exporter.destinations.local import local_path
+from exporter.service.outputs import check_destination, output_roots, project_of
+from exporter.service.protection import export_sandbox
 from exporter.service.settings import ServiceSettings
 from exporter.service.store import OperationRow, State, Store
 
@@ -22,6 +26,8 @@ STAGE_PERCENT = {"load": 10, "convert": 50, "verify": 85, "publish": 95}
 
 
 PARENT_PID = os.getppid()
+# The exit status of a worker that exits to be replaced (not a failure: its job had finished).
+RECYCLED = 0
 
 
 def exit_if_orphaned() -> None:
@@ -45,6 +51,41 @@ class Heartbeat(threading.Thread):
                 renewed = time.monotonic()
 
 
+def destination_options(settings: ServiceSettings, row: OperationRow, request: ExportRequest) -> dict:
+    """The destination checked again as the job starts (settings or folders may have changed
+    since it was queued), and, for a local folder, the roots the destination walks from without
+    following links, up to the publish."""
+    if request.row.destination is not DestinationKind.GCS:
+        return {}
+    project = project_of(row.name)
+    check_destination(request.destination, settings, project)
+    if local_path(request.destination) is None:
+        return {}  # gs://
+    return {"output_roots": [str(root) for root in output_roots(settings, project)]}
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MiB (VmRSS; 0 where /proc is not there)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def should_recycle(settings: ServiceSettings, jobs_done: int) -> str | None:
+    """Why this worker should exit after its last job (the pool starts a fresh one), or None."""
+    if jobs_done >= settings.worker_max_jobs:
+        return f"{jobs_done} jobs done (EXPORTER_WORKER_MAX_JOBS={settings.worker_max_jobs})"
+    rss = rss_mb()
+    if rss > settings.worker_max_rss_mb:
+        return f"{rss:.0f} MiB resident (EXPORTER_WORKER_MAX_RSS_MB={settings.worker_max_rss_mb})"
+    return None
+
+
 def run_job(store: Store, row: OperationRow, owner: str, settings: ServiceSettings) -> None:
     from exporter.run import export_model
 
@@ -61,7 +102,15 @@ def run_job(store: Store, row: OperationRow, owner: str, settings: ServiceSettin
         if model is None:
             raise ExportError(Code.NOT_FOUND, f"model {row.model_name} no longer exists")
         request = parse_output_config(row.output_config)
-        result = export_model(model.path, row.output_config, progress=progress, started=row.create_time)
+        sandbox = export_sandbox(settings)  # an imported model is not trusted: refused without it
+        result = export_model(
+            model.path,
+            row.output_config,
+            progress=progress,
+            started=row.create_time,
+            destination_options=destination_options(settings, row, request),
+            sandbox=sandbox,
+        )
         # outputInfo has only gcsOutputDirectory: a pushed image is named in the report instead.
         folder = request.row.destination is DestinationKind.GCS
         store.finish(
@@ -88,6 +137,7 @@ def worker_main(settings_json: str, owner: str) -> None:
     store = Store(settings.store_url)
     import tensorflow  # noqa: F401  (once, before the first job, not during it)
 
+    jobs_done = 0
     while True:
         exit_if_orphaned()
         row = store.claim(owner, settings.lease_seconds)
@@ -95,3 +145,10 @@ def worker_main(settings_json: str, owner: str) -> None:
             time.sleep(settings.poll_seconds)
             continue
         run_job(store, row, owner, settings)
+        jobs_done += 1
+        # TensorFlow and the converters keep memory they never give back: past a limit the worker
+        # exits with status RECYCLED, its job finished, and the pool starts a fresh one.
+        if reason := should_recycle(settings, jobs_done):
+            print(f"exporter worker {owner}: recycled after {reason}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(RECYCLED)

@@ -5,15 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from exporter.core.errors import Code, ExportError, FieldViolation
+from exporter.core.errors import Code, ExportError
 from exporter.core.formats import DestinationKind
 from exporter.core.request import ExportModelRequest, parse_export_body
-from exporter.destinations.local import local_path
 from exporter.service.deps import CurrentPrincipal, SettingsDep, StoreDep, model_name, parent_name, require
 from exporter.service.http import json_body, next_token, page
-from exporter.service.models import import_model, parse_import, under_root
+from exporter.service.models import import_model, parse_import
+from exporter.service.outputs import check_destination, project_of
 from exporter.service.resources import model_json, operation_json
-from exporter.service.settings import ServiceSettings
 from exporter.service.store import ModelRow, State, Store
 
 # The principal name recorded for exports when auth is off (one shared limit).
@@ -63,7 +62,7 @@ async def export(
     body = await json_body(request, settings)
     export = parse_export_body(body)
     if export.row.destination is DestinationKind.GCS:
-        check_local_destination(export.destination, settings)
+        check_destination(export.destination, settings, project_of(name))  # again when a worker starts it
     if row.model_type not in export.row.exportable_model_types:
         raise ExportError(
             Code.FAILED_PRECONDITION,
@@ -95,17 +94,3 @@ def find_model(store: Store, name: str) -> ModelRow:
     if row is None:
         raise ExportError(Code.NOT_FOUND, f"model {name} not found")
     return row
-
-
-def check_local_destination(prefix: str, settings: ServiceSettings) -> None:
-    path = local_path(prefix)
-    if path is not None and not under_root(path, settings.output_roots):
-        allowed = ", ".join(map(str, settings.output_roots)) or "none configured (EXPORTER_OUTPUT_ROOTS)"
-        raise ExportError.invalid(
-            [
-                FieldViolation(
-                    "outputConfig.gcsDestination.outputUriPrefix",
-                    f"{str(path)!r} is outside the folders exports may be written to: {allowed}",
-                )
-            ]
-        )
