@@ -211,18 +211,6 @@ def test_sandboxed_export_cancels_between_stages(canary_model, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing published, the staging folder removed
 
 
-def test_sandboxed_export_over_its_memory_limit(canary_model, tmp_path):
-    with pytest.raises(ExportError) as caught:
-        export_model(
-            canary_model,
-            {**TFLITE_UINT8, "gcsDestination": {"outputUriPrefix": str(tmp_path)}},
-            sandbox=Sandbox(limits=Limits(memory_mb=600)),
-        )
-    assert caught.value.code in (Code.RESOURCE_EXHAUSTED, Code.INTERNAL), caught.value
-    assert "600 MiB" in caught.value.message
-    assert list(tmp_path.iterdir()) == []
-
-
 @pytest.mark.slow
 def test_cli_sandbox_flag(canary_model, tmp_path):
     exporter = Path(sys.executable).parent / "exporter"
