@@ -15,22 +15,13 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from exporter.service.auth import PERMISSIONS
 from service_harness import Server
 
 pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 TOKEN = "token-for-the-fuzzer"
-PERMISSIONS = [
-    "automl.models.export",
-    "automl.models.get",
-    "automl.models.list",
-    "automl.models.create",
-    "automl.operations.get",
-    "automl.operations.list",
-    "automl.operations.cancel",
-    "automl.operations.delete",
-]
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=EXAMPLES <= 25
 )
@@ -59,7 +50,7 @@ def auth_server(tmp_path_factory):
     auth_file = data / "auth.json"
     principal = {
         "token_sha256": [hashlib.sha256(TOKEN.encode()).hexdigest()],
-        "grants": [{"permissions": PERMISSIONS, "resources": ["projects/*"]}],
+        "grants": [{"permissions": list(PERMISSIONS), "resources": ["projects/*"]}],
     }
     auth_file.write_text(json.dumps({"principals": {"fuzzer": principal}}))
     server = start(data, EXPORTER_AUTH_FILE=str(auth_file))

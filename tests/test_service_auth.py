@@ -6,21 +6,13 @@ import json
 import pytest
 
 from conftest import CACHE, run_cli
+from exporter.service.auth import PERMISSIONS
 from service_harness import PARENT, Server
 
 pytestmark = pytest.mark.slow
 
 TOKENS = {"exporter": "token-for-exporter", "reader": "token-for-reader", "outsider": "token-for-outsider"}
-ALL = [
-    "automl.models.export",
-    "automl.models.get",
-    "automl.models.list",
-    "automl.models.create",
-    "automl.operations.get",
-    "automl.operations.list",
-    "automl.operations.cancel",
-    "automl.operations.delete",
-]
+ALL = list(PERMISSIONS)  # every permission the service checks
 
 
 def digest(token: str) -> str:
