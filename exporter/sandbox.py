@@ -242,6 +242,7 @@ class Sandbox:
                 finally:
                     os.close(writer)
             child = Child(process, reader, control / "output.log", self.limits)
+            child.isolation_direct = self.isolation == LIMITS_ONLY
             yield child
         finally:
             if child is not None:
@@ -274,6 +275,8 @@ class Child:
         self.reported_cpu = 0.0
         self.killed = False  # by the parent (deadline, cancellation)
         self.at_limit_since: float | None = None
+        self.launcher_pid: int | None = None
+        self.isolation_direct = False  # the launcher is the process itself (limits only)
 
     def _read_line(self) -> bytes | None:
         """The next line the child sends; None when it closed its end (it exited)."""
@@ -286,6 +289,7 @@ class Child:
                     f"the sandboxed export ran past its wall-clock limit of {self.limits.wall_seconds:g} s",
                 )
             ready, _, _ = select.select([self.reader], [], [], min(left, 1.0))
+            self._sample()
             if not ready:
                 continue
             chunk = os.read(self.reader, 1 << 16)
@@ -323,10 +327,39 @@ class Child:
             raise ExportError(Code.INTERNAL, f"the sandboxed export answered {event!r}, expected {expected!r}")
         return message
 
+    def _launcher(self) -> int | None:
+        """The launcher's pid on this host (bubblewrap's grandchild), found by walking the tree."""
+        if self.launcher_pid is None:
+            pending = [self.process.pid]
+            while pending:
+                pid = pending.pop()
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    if b"exporter.sandbox" in argv and not argv[0].endswith(b"bwrap"):
+                        self.launcher_pid = pid
+                        break
+                    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                except OSError:
+                    continue
+                pending += [int(child) for child in children]
+        return self.launcher_pid
+
+    def _sample(self) -> None:
+        """The child's data memory as the host sees it (a thread of the child cannot report while
+        native code holds the interpreter), watched against the limit."""
+        pid = self.process.pid if self.isolation_direct else self._launcher()
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmData:"):
+                    self.data_mb = int(line.split()[1]) // 1024
+        except (OSError, ValueError):
+            return
+        self._watch_memory()
+
     def _watch_memory(self) -> None:
         """A child held at its data limit for MEMORY_STALL_SECONDS is stuck (TensorFlow may spin on
         an allocation that keeps failing until the CPU limit): killed, RESOURCE_EXHAUSTED."""
-        if self.data_mb < 0.98 * self.limits.memory_mb:
+        if self.data_mb < 0.95 * self.limits.memory_mb:
             self.at_limit_since = None
         elif self.at_limit_since is None:
             self.at_limit_since = time.monotonic()

@@ -211,6 +211,19 @@ def test_sandboxed_export_cancels_between_stages(canary_model, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing published, the staging folder removed
 
 
+def test_sandboxed_export_over_its_memory_limit(canary_model, tmp_path):
+    """TensorFlow at its data limit may crash or spin: either way RESOURCE_EXHAUSTED, in seconds."""
+    with pytest.raises(ExportError) as caught:
+        export_model(
+            canary_model,
+            {**TFLITE_UINT8, "gcsDestination": {"outputUriPrefix": str(tmp_path)}},
+            sandbox=Sandbox(limits=Limits(memory_mb=600, wall_seconds=120)),
+        )
+    assert caught.value.code is Code.RESOURCE_EXHAUSTED, caught.value
+    assert "600 MiB, RLIMIT_DATA" in caught.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_cli_sandbox_flag(canary_model, tmp_path):
     exporter = Path(sys.executable).parent / "exporter"
@@ -279,3 +292,41 @@ def test_service_refuses_exports_when_the_sandbox_cannot_start(tmp_path, canary_
         assert list(outputs.iterdir()) == []
     finally:
         server.stop()
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        try:
+            children = [
+                int(c) for c in Path(f"/proc/{pending.pop()}/task").glob("*/children") for c in c.read_text().split()
+            ]
+        except OSError:
+            continue
+        found += children
+        pending += children
+    return found
+
+
+def test_a_parent_killed_with_sigkill_takes_its_sandbox_down():
+    """A worker killed with SIGKILL must not leave its sandboxed export running."""
+    import os
+    import signal
+    import time
+
+    code = "from exporter.sandbox import Sandbox\nSandbox().run_python('import time\\ntime.sleep(300)')"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 30
+    while len(_descendants(parent.pid)) < 3 and time.monotonic() < deadline:  # bwrap, bwrap, launcher
+        time.sleep(0.1)
+    sandboxed = _descendants(parent.pid)
+    assert len(sandboxed) >= 3, sandboxed
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in sandboxed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [
+        pid for pid in sandboxed if Path(f"/proc/{pid}/cmdline").exists() and Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert alive == []
