@@ -13,10 +13,12 @@ fi
 
 # Debian packages the tests and benchmarks use: headless Chromium (browser checks), the Docker
 # engine, the OCI registry, skopeo (an independent registry client), a static busybox (a small base
-# image), htpasswd (a registry that wants credentials) and bubblewrap (the export sandbox).
+# image), htpasswd (a registry that wants credentials), bubblewrap (the export sandbox) and an OpenSSH server
+# (the benchmark's SSH device target is tested against a real sshd on loopback).
 missing=""
 for pair in chromium:/usr/bin/chromium docker.io:/usr/sbin/dockerd docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo \
-            busybox-static:/bin/busybox apache2-utils:/usr/bin/htpasswd bubblewrap:/usr/bin/bwrap; do
+            busybox-static:/bin/busybox apache2-utils:/usr/bin/htpasswd bubblewrap:/usr/bin/bwrap \
+            openssh-server:/usr/sbin/sshd; do
   [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
 done
 if [ -n "$missing" ]; then
