@@ -41,6 +41,9 @@ class Converter(abc.ABC):
     # The heavy libraries the converter imports, loaded during the export's load stage so that
     # the convert stage times the conversion itself.
     libraries: tuple[str, ...] = ()
+    # Reports the convert step writes that still inform the user when the export then fails
+    # (kept beside the failed attempt's report; never the artifacts themselves).
+    kept_on_failure: tuple[str, ...] = ()
 
     def prepare(self) -> None:
         for library in self.libraries:

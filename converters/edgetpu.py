@@ -3,8 +3,10 @@ then compiled.
 
 Builds on ``tflite``: its converter writes ``model.tflite`` (uint8 input and output, batch fixed to
 1, metadata embedded), ``dict.txt`` and ``tflite_metadata.json``; this one adds the compatibility
-report (which ops map to the Edge TPU and where the graph splits, written before a compiler is
-looked for), then the compiled model and the compiler's log. The compiled model needs an Edge TPU
+report (which ops map to the Edge TPU, where the graph splits, each verdict's published source and
+the known remedy for an op that stops the mapping; written before a compiler is looked for, and
+kept beside the failed attempt's report when no compiler is found or the compile fails), then the
+compiled model and the compiler's log. The compiled model needs an Edge TPU
 to run, so the verification is the tflite format's, on ``model.tflite`` (kept as the CPU fallback).
 """
 
@@ -36,16 +38,25 @@ def tflite_params(params: dict[str, str]) -> dict[str, str]:
     return {"quantization": "uint8", "calibration_count": params["calibration_count"]}
 
 
+def _remedies(report: dict) -> str:
+    """The known remedies for the ops that stop the mapping, as the tail of an error message."""
+    known = [f"{b['op']}: {b['remedy']}" for b in report["blockers"] if "remedy" in b]
+    return "; known remedies: " + "; ".join(known) if known else ""
+
+
 @register("edgetpu_tflite")
 class EdgeTPUConverter(Converter):
     libraries = ("tensorflow",)
+    kept_on_failure = (COMPATIBILITY_FILE,)  # what maps is worth knowing before a compiler is installed
 
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
         self.foundation.convert(source, workdir, tflite_params(params))
         report = compatibility_report((workdir / MODEL_FILE).read_bytes())
         self._write_report(workdir, report)
         if blocker := compile_blocker(report):
-            raise ExportError(Code.FAILED_PRECONDITION, f"the model cannot compile for the Edge TPU: {blocker}")
+            raise ExportError(
+                Code.FAILED_PRECONDITION, f"the model cannot compile for the Edge TPU: {blocker}{_remedies(report)}"
+            )
         compiler = find_compiler()
         segments = int(params["num_segments"])
         with tempfile.TemporaryDirectory(prefix="edgetpu-") as scratch:
@@ -74,6 +85,7 @@ class EdgeTPUConverter(Converter):
                 "mappedToEdgeTpu": compatibility["mappedToEdgeTpu"],
                 "operations": compatibility["operations"],
                 "graphSplitsAtOp": compatibility["graphSplitsAtOp"],
+                "blockers": compatibility["blockers"],
                 "warnings": compatibility["warnings"],
                 "compiler": compatibility.get("compiler", {}),
             }

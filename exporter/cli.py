@@ -298,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             sys.stderr.write(DEBUG.get("native_log", ""))
             traceback.print_exc()
-        print(f"exporter: {error.code.name}: {' '.join(error.message.split())}", file=sys.stderr)
+        kept = getattr(error, "report_path", None)  # an ExportFailed's report, kept without artifacts
+        where = f" (the failed attempt's report: {kept})" if kept else ""
+        print(f"exporter: {error.code.name}: {' '.join(error.message.split())}{where}", file=sys.stderr)
         if isinstance(error, Stopped):
             return 128 + error.signum  # the shell's convention for a process ended by a signal
         return 2 if error.code is Code.INVALID_ARGUMENT else 1

@@ -3,7 +3,9 @@
 This is the function the CLI, the Python API and the service's workers all call. The
 artifact is written into a staging folder, verified there, and only then moved to its final
 name; on any error, Ctrl-C included, the staging folder is removed and the final name is never
-created.
+created. An export that fails after staging (not cancelled) raises ``ExportFailed``: the error's
+message says what would make it pass, and the failed attempt's report is kept beside the staging
+folder (``exporter.failed_export``), without any artifact.
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ from exporter.core.model_types import CLOUD_MODEL_TYPE
 from exporter.core.report import REPORT_FILE, build_report, write_report
 from exporter.core.request import ExportRequest, parse_output_config
 from exporter.destinations import open_destination
+from exporter.failed_export import (
+    ExportFailed,
+    convert_reports,
+    explain,
+    failed_check,
+    failure_report,
+    keep_report,
+    refuse_failed_report,
+    suggested_params,
+)
 from exporter.sandbox import Sandbox, export_steps
 
 STAGES = ("load", "convert", "verify", "publish")
@@ -88,6 +100,7 @@ def export_model(
     started: datetime | None = None,
     destination_options: dict[str, Any] | None = None,
     sandbox: Sandbox | None = None,
+    keep_failed_report: bool = True,
 ) -> ExportResult:
     """Export the model folder `model` as `output_config` (a ModelExportOutputConfig) asks.
 
@@ -98,7 +111,9 @@ def export_model(
     (a docker export's ``keep_context``: a new folder that receives the image's build context for
     a rebuild by hand). With a `sandbox` the convert and verify steps run in its confined child
     process (TensorFlow is imported there, not here); without one they run in this process.
-    Raises ExportError; returns where the export landed and its report.
+    Raises ExportError (ExportFailed once staged, with the failed attempt's report, kept in a
+    ``.<name>.failed`` folder unless `keep_failed_report` is False); returns where the export
+    landed and its report.
     """
     started = started or utc_now()
     request = parse_output_config(output_config)
@@ -134,10 +149,46 @@ def export_model(
             write_report(report, staging)
             output_dir = destination.publish(staging, final_name, report)
             report.update(destination.details)  # a pushed image: digest, bytes uploaded
+    except ExportError as error:
+        if error.code is Code.CANCELLED:
+            raise
+        failure = _failed(error, request, source, converter, staging, final_name, clock, started, keep_failed_report)
+        raise failure from error
     finally:
         destination.discard(staging)  # gone already when published
     # The report (written before publishing) times load, convert and verify; the result adds publish.
     return ExportResult(output_dir=output_dir, report=report, seconds=dict(clock.seconds))
+
+
+def _failed(
+    error: ExportError, request, source, converter, staging: Path, final_name: str, clock, started, keep: bool
+) -> ExportFailed:
+    """The error explained, with the failed attempt's report (kept beside the staging folder)."""
+    check = failed_check(error)
+    suggestions = suggested_params(request.row, request.params, check)
+    partial = build_report(
+        request=request,
+        source=source,
+        workdir=staging,
+        checks={},
+        timings=dict(clock.seconds),
+        created=rfc3339_millis(started),
+    )
+    for unfinished in ("artifacts", "checks"):  # no artifact of a failed attempt is kept
+        partial.pop(unfinished)
+    reports = convert_reports(staging, converter.kept_on_failure)
+    report = failure_report(error=error, partial=partial, check=check, suggestions=suggestions, reports=reports)
+    message = explain(error, check, suggestions)
+    report["error"]["message"] = message
+    path = None
+    # Kept where there is more to read than the error line: a check's numbers, or the convert
+    # step's reports (a crash or a full disk leaves nothing behind, as before).
+    if keep and (check is not None or reports):
+        try:
+            path = keep_report(staging, final_name, report)
+        except OSError as keeping:  # the export's own error matters more: say why nothing was kept
+            report["notKept"] = f"{type(keeping).__name__}: {keeping}"
+    return ExportFailed(error, message, report, path)
 
 
 def verify_export(
@@ -158,6 +209,7 @@ def verify_export(
         raise ExportError(Code.NOT_FOUND, f"{str(folder)!r} holds no {REPORT_FILE}: not an export of this engine")
     try:
         report = json.loads(report_path.read_text())
+        refuse_failed_report(report, folder)
         model_format, params = report["modelFormat"], report["params"]
         converter = REGISTRY[model_format]
     except (ValueError, KeyError) as error:

@@ -455,7 +455,12 @@ def child_error(message: dict) -> ExportError:
         violations = [FieldViolation(str(v["field"]), str(v["description"])) for v in message.get("violations", [])]
     except (KeyError, TypeError, ValueError):
         return ExportError(Code.INTERNAL, "the sandboxed export sent an unreadable error")
-    return ExportError(code, text, violations)
+    error = ExportError(code, text, violations)
+    if isinstance(message.get("check"), dict):  # kept as data only: reported, never acted on
+        from converters.verification import CheckReport
+
+        error.check = CheckReport(message["check"])
+    return error
 
 
 class ChildSteps:
@@ -603,7 +608,16 @@ def child_main(fd: int) -> int:
             _run_export(job, send)
     except ExportError as error:
         violations = [{"field": v.field, "description": v.description} for v in error.violations]
-        send({"event": "error", "code": error.code.name, "message": error.message, "violations": violations})
+        check = getattr(error, "check", None)  # a verification's numbers, for the failed attempt's report
+        send(
+            {
+                "event": "error",
+                "code": error.code.name,
+                "message": error.message,
+                "violations": violations,
+                **({"check": check.as_dict()} if check is not None else {}),
+            }
+        )
     except MemoryError:
         send(
             {

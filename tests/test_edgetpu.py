@@ -85,10 +85,16 @@ def test_an_unsupported_op_splits_the_graph(abs_model):
     (split,) = [o["index"] for o in ops if o["op"] == "ABS"]
     assert report["graphSplitsAtOp"] == split
     assert ops[split]["reason"] == "ABS is not an operation the Edge TPU supports"
+    assert ops[split]["source"] == "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
+    assert "#compiling" in ops[split + 1]["source"]
+    assert report["blockers"] == [
+        {"op": "ABS", "count": 1, "firstIndex": split, "reason": ops[split]["reason"], "source": ops[split]["source"]}
+    ]
     assert all(o["edgetpu"] for o in ops[:split])
     assert all("after the graph splits at op" in o["reason"] for o in ops[split + 1 :])
     assert report["mappedToEdgeTpu"] == split and report["runOnCpu"] == len(ops) - split
-    assert report["warnings"] and "run on the CPU" in report["warnings"][0]
+    assert report["warnings"][0].startswith("only ") and "run on the CPU" in report["warnings"][0]
+    assert report["warnings"][1] == f"the graph splits at op {split} (ABS): it and every op after it run on the CPU"
 
 
 def test_a_float_model_cannot_compile(canary_model):
@@ -133,7 +139,21 @@ def test_a_failing_compiler_is_a_clear_error(canary_model, tmp_path, standin, mo
     assert (
         raised.value.message.startswith("edgetpu_compiler failed: ") and "could not be parsed" in raised.value.message
     )
-    assert list((tmp_path / "out").iterdir()) == []
+    assert_only_the_failed_report_is_kept(tmp_path / "out", raised.value)
+
+
+def assert_only_the_failed_report_is_kept(destination: Path, error: ExportError) -> dict:
+    """Nothing published; the compatibility report kept beside the failed attempt's report."""
+    (kept,) = destination.iterdir()
+    assert kept.name.startswith(".model-export-") and kept.name.endswith(".failed")
+    assert sorted(p.name for p in kept.iterdir()) == ["edgetpu_compatibility.json", "export_report.json"]
+    assert error.report_path == kept / "export_report.json"
+    report = json.loads(error.report_path.read_text())
+    assert report["state"] == "FAILED" and report["error"]["message"] == error.message
+    compatibility = json.loads((kept / "edgetpu_compatibility.json").read_text())
+    assert report["convertReports"] == {"edgetpu_compatibility.json": compatibility}
+    assert compatibility["mappedToEdgeTpu"] == compatibility["operations"] > 0
+    return compatibility
 
 
 def test_no_compiler_is_failed_precondition_with_how_to_install(canary_model, tmp_path, monkeypatch):
@@ -143,7 +163,7 @@ def test_no_compiler_is_failed_precondition_with_how_to_install(canary_model, tm
         export_model(canary_model, edgetpu_config(tmp_path))
     assert raised.value.code is Code.FAILED_PRECONDITION
     assert "no Edge TPU compiler" in raised.value.message and "apt-get install edgetpu-compiler" in raised.value.message
-    assert list(tmp_path.iterdir()) == []
+    assert_only_the_failed_report_is_kept(tmp_path, raised.value)
 
 
 def test_log_parsing_with_an_operator_table():

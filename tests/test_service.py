@@ -364,3 +364,11 @@ def test_edgetpu_without_a_compiler_fails_its_operation_clearly(server):
     finished = server.wait(started["name"])
     parse_operation(finished)
     assert finished["error"]["code"] == 9 and "no Edge TPU compiler" in finished["error"]["message"]
+    # The failed attempt's report is served, with the compatibility report written before the
+    # compiler was looked for; the service keeps nothing in the destination.
+    report = server.call("GET", f"{started['name']}:exportReport").json()
+    assert report["state"] == "FAILED" and report["error"] == finished["error"]
+    compatibility = report["convertReports"]["edgetpu_compatibility.json"]
+    assert compatibility["mappedToEdgeTpu"] == compatibility["operations"] > 0
+    destination = server.outputs / "edgetpu"
+    assert not destination.exists() or list(destination.iterdir()) == []

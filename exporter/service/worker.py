@@ -110,6 +110,7 @@ def run_job(store: Store, row: OperationRow, owner: str, settings: ServiceSettin
             started=row.create_time,
             destination_options=destination_options(settings, row, request),
             sandbox=sandbox,
+            keep_failed_report=False,  # stored with the operation instead, served by :exportReport
         )
         # outputInfo has only gcsOutputDirectory: a pushed image is named in the report instead.
         folder = request.row.destination is DestinationKind.GCS
@@ -123,7 +124,7 @@ def run_job(store: Store, row: OperationRow, owner: str, settings: ServiceSettin
         )
     except ExportError as error:
         state = State.CANCELLED if error.code is Code.CANCELLED else State.FAILED
-        store.finish(row.id, owner, state, error=error.to_status())
+        store.finish(row.id, owner, state, error=error.to_status(), report=getattr(error, "report", None))
     finally:
         heartbeat.stopped.set()
 

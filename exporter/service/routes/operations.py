@@ -51,6 +51,9 @@ async def list_operations(
 
 @router.get("/operations/{operation_id:segment}:exportReport")
 async def export_report(name: Annotated[str, require("automl.operations.get", operation_name)], store: StoreDep):
+    """The export's report: a succeeded export's, or a failed attempt's (``"state": "FAILED"``: the
+    error, the check that missed with its numbers, the params that would pass, the convert step's
+    reports); an operation that failed before staging, or is not done, has none."""
     row = await run_in_threadpool(find_operation, store, name)
     if row.report is None:
         raise ExportError(Code.FAILED_PRECONDITION, f"operation {row.name} has no export report (state {row.state})")
