@@ -21,6 +21,8 @@ from exporter.core.errors import Code, ExportError
 
 COMPILER_SETTING = "EXPORTER_EDGETPU_COMPILER"
 IMAGE_SETTING = "EXPORTER_EDGETPU_IMAGE"
+# Set by the sandbox in its child: there the Docker engine is out of reach, so only a binary compiles.
+SANDBOXED_SETTING = "EXPORTER_SANDBOXED"
 DEFAULT_IMAGE = "automl-export-engine/edgetpu-compiler:16"
 INSTALL_HINT = (
     "install the Edge TPU compiler (x86_64 Linux) from Coral's apt repository "
@@ -135,6 +137,14 @@ def find_compiler() -> EdgeTpuCompiler:
     found = shutil.which("edgetpu_compiler")
     if found:
         return BinaryCompiler(found)
+    if os.environ.get(SANDBOXED_SETTING):
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            "no edgetpu_compiler binary inside the export sandbox (the compiler's container image needs "
+            "the Docker engine, which the sandbox does not reach): install edgetpu_compiler on the "
+            f"worker's PATH or set {COMPILER_SETTING} to its path, or run exports unsandboxed "
+            "(EXPORTER_SANDBOX=off; the CLI without --sandbox)",
+        )
     image = ImageCompiler.present(os.environ.get(IMAGE_SETTING, DEFAULT_IMAGE))
     if image is not None:
         return image

@@ -14,7 +14,9 @@ a pipe. The child runs with:
 - resource limits set by the launcher before anything else runs (``setrlimit``): CPU seconds
   (``RLIMIT_CPU``), data memory (``RLIMIT_DATA``, not ``RLIMIT_AS``: TensorFlow reserves far more
   address space than it uses), file size (``RLIMIT_FSIZE``), no core files; and a wall-clock
-  deadline kept by the parent.
+  deadline kept by the parent;
+- a seccomp filter (``exporter/syscall_filter.py``) that refuses the system calls a converter
+  never makes: new namespaces, mounting, tracing, BPF, perf, io_uring, keyrings, kernel modules.
 
 ``isolation="limits-only"`` runs the same launcher without bubblewrap (the limits only), for
 hosts where namespaces cannot be made. The child's ExportError comes back unchanged; a child
@@ -46,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from containers.edgetpu_compiler import COMPILER_SETTING, SANDBOXED_SETTING
 from exporter.core.errors import Code, ExportError, FieldViolation, os_error
 
 NOBODY = 65534
@@ -54,6 +57,7 @@ LIMITS_ONLY = "limits-only"
 MAX_ANSWER_BYTES = 16 << 20  # what the parent reads from the child at most
 STDERR_TAIL_LINES = 20
 MEMORY_STALL_SECONDS = 15
+SYSTEM_CALLS = "seccomp deny-list (exporter/syscall_filter.py)"
 # Environment variables the child keeps (nothing else: no credentials, no database URL).
 ENV_KEEP = ("PATH", "LANG", "LC_ALL", "PYTHONHASHSEED", "EXPORTER_NODE_MODULES", "EXPORTER_EDGETPU_COMPILER")
 ENV_KEEP_PREFIXES = ("TF_", "TFDF_", "OMP_", "KMP_", "GRPC_")
@@ -92,6 +96,9 @@ def _library_paths() -> list[Path]:
     paths += _project_packages()
     node_modules = os.environ.get("EXPORTER_NODE_MODULES")
     paths.append(Path(node_modules) if node_modules else _project_packages()[0].parent / "node_modules")
+    compiler = os.environ.get(COMPILER_SETTING)
+    if compiler:  # an Edge TPU compiler installed outside /usr: its folder (it may read files beside it)
+        paths.append(Path(os.path.realpath(compiler)).parent)
     return paths
 
 
@@ -125,6 +132,7 @@ class Sandbox:
                 "mode": LIMITS_ONLY,
                 "network": "host",
                 "user": "the service's own",
+                "systemCalls": SYSTEM_CALLS,
                 "limits": self.limits.as_dict(),
             }
         return {
@@ -132,6 +140,7 @@ class Sandbox:
             "network": "none",
             "user": "nobody",
             "filesystem": "read-only binds; writable staging folder and private /tmp",
+            "systemCalls": SYSTEM_CALLS,
             "limits": self.limits.as_dict(),
         }
 
@@ -210,6 +219,7 @@ class Sandbox:
         env.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
         if self.isolation == BUBBLEWRAP:
             env.update(HOME="/tmp", TMPDIR="/tmp")
+        env[SANDBOXED_SETTING] = self.isolation  # what the code inside may not reach (the Docker engine)
         return env
 
     # -- running a job ------------------------------------------------------------------------
@@ -534,6 +544,19 @@ def _set_limits(limits: dict) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def _filter_system_calls() -> None:
+    from exporter import syscall_filter
+
+    try:
+        syscall_filter.install()
+    except Exception as error:  # noqa: BLE001  (no filter: refuse to run the job at all)
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            f"the sandbox's system call filter cannot load (libseccomp: {type(error).__name__}: {error}); "
+            "nothing was run",
+        ) from None
+
+
 def _stage_error(stage: str, converter: str, error: BaseException) -> ExportError:
     """The ExportError the parent's StageClock would make of `error` in-process."""
     if isinstance(error, ExportError):
@@ -599,6 +622,7 @@ def child_main(fd: int) -> int:
     try:
         job = pickle.load(sys.stdin.buffer)
         _set_limits(job["limits"])
+        _filter_system_calls()
         threading.Thread(target=_report_usage, args=(send,), daemon=True).start()
         if job["kind"] == "python":
             scope: dict = {}

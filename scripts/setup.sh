@@ -21,6 +21,8 @@ for pair in chromium:/usr/bin/chromium docker.io:/usr/sbin/dockerd docker-regist
             openssh-server:/usr/sbin/sshd; do
   [ -x "${pair#*:}" ] || missing="$missing ${pair%%:*}"
 done
+# libseccomp: the export sandbox's system call filter (loaded through pyseccomp).
+[ -e "/usr/lib/$(uname -m)-linux-gnu/libseccomp.so.2" ] || missing="$missing libseccomp2"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

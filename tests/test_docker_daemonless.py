@@ -170,3 +170,18 @@ def test_docker_through_the_cli_and_the_api(canary_model, registries, tmp_path):
         skopeo("inspect", "--tls-verify=false", f"docker://{api_target}")
     finally:
         server.stop()
+
+
+def test_sandboxed_docker_export_builds_outside_the_sandbox(canary_model, registries, monkeypatch):
+    """The serving SavedModel is converted and verified in the sandbox; the image is built and
+    pushed by the parent when it publishes (the sandbox has no network to reach a registry)."""
+    from exporter.sandbox import Sandbox
+
+    registry, _ = registries
+    monkeypatch.setenv("EXPORTER_SERVING_BASE_CPU", registry.bases["none"])
+    target = f"{registry.host}/my-project/canary:sandboxed"
+    result = export_model(canary_model, docker_config(target), sandbox=Sandbox())
+    assert result.report["sandbox"]["mode"] == "bubblewrap"
+    assert result.report["checks"]["verification"]["passed"]
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{target}"))
+    assert inspected["Digest"] == result.report["image"]["digest"]

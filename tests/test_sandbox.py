@@ -121,6 +121,50 @@ def test_the_probe_sees_what_a_process_without_namespaces_may_do(folders, listen
     assert out["connect"] == "ok" and out["read_secret"] == "ok" and out["write_outside"] == "ok"
 
 
+SYSCALL_PROBE = """
+import ctypes, errno, os, subprocess, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, *args):
+    return "ok" if getattr(libc, name)(*args) != -1 else errno.errorcode[ctypes.get_errno()]
+def traced_child():
+    # PTRACE_TRACEME in a child of its own, which exits at once: the caller is never stopped
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if libc.ptrace(0, 0, 0, 0) != -1 else 1)
+    return "ok" if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 else "EPERM"
+out = {
+    "unshare_user": call("unshare", 0x10000000),
+    "keyctl": call("syscall", 250, 0, -3, 0),
+    "ptrace": traced_child(),
+    # what converters do must go on: threads, processes, a program started by a child
+    "thread": [threading.Thread(target=lambda: None).start(), "ok"][1],
+    "subprocess": subprocess.run(["/bin/sh", "-c", "echo started"], capture_output=True, text=True).stdout.strip(),
+}
+result = out
+"""
+
+
+@pytest.mark.parametrize("isolation", ["bubblewrap", LIMITS_ONLY])
+def test_system_calls_outside_a_converters_needs_are_refused(isolation):
+    out = Sandbox(isolation=isolation).run_python(SYSCALL_PROBE)
+    assert out == {
+        "unshare_user": "EPERM",
+        "keyctl": "EPERM",
+        "ptrace": "EPERM",
+        "thread": "ok",
+        "subprocess": "started",
+    }
+
+
+def test_the_syscall_probe_succeeds_without_the_filter(tmp_path):
+    """The same probe in a plain process (its own, so unshare changes nothing here): the calls work."""
+    script = tmp_path / "probe.py"
+    script.write_text(SYSCALL_PROBE + "\nimport json\nprint(json.dumps(result))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    out = json.loads(done.stdout)
+    assert out["unshare_user"] == "ok" and out["keyctl"] == "ok" and out["ptrace"] == "ok"
+
+
 def test_memory_limit_is_resource_exhausted(tmp_path):
     with pytest.raises(ExportError) as caught:
         Sandbox(limits=Limits(memory_mb=512)).run_python("block = bytearray(1 << 30)\nresult = len(block)")
@@ -193,6 +237,44 @@ def test_sandboxed_export_equals_in_process(canary_model, tmp_path):
     assert [a["path"] for a in sandboxed.report["artifacts"]] == [a["path"] for a in plain.report["artifacts"]]
     written = json.loads((Path(sandboxed.output_dir) / "export_report.json").read_text())
     assert written["sandbox"]["mode"] == "bubblewrap"
+
+
+EDGETPU_STANDIN = Path(__file__).resolve().parent / "fixtures" / "edgetpu_compiler_standin"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_format", ["tf_js", "core_ml", "tf_saved_model", "edgetpu_tflite"])
+def test_every_format_exports_in_the_sandbox(canary_model, tmp_path, monkeypatch, model_format):
+    """Node.js (tf_js verification), the tfjs converter's own process, coremltools and an Edge TPU
+    compiler binary (the stand-in, tests/fixtures/README.md) all run under the namespaces and the
+    system call filter; the report is the one an unsandboxed export writes."""
+    monkeypatch.setenv("EXPORTER_EDGETPU_COMPILER", str(EDGETPU_STANDIN))
+    config = {"modelFormat": model_format, "gcsDestination": {"outputUriPrefix": str(tmp_path / "sandboxed")}}
+    sandboxed = export_model(canary_model, config, sandbox=Sandbox())
+    assert sandboxed.report["sandbox"]["mode"] == "bubblewrap"
+    assert sandboxed.report["sandbox"]["systemCalls"].startswith("seccomp")
+    plain = export_model(canary_model, {**config, "gcsDestination": {"outputUriPrefix": str(tmp_path / "plain")}})
+    assert [a["path"] for a in sandboxed.report["artifacts"]] == [a["path"] for a in plain.report["artifacts"]]
+    assert sandboxed.report["checks"].keys() == plain.report["checks"].keys()
+    for name, check in sandboxed.report["checks"].items():
+        if "passed" in check:
+            assert check["passed"] == plain.report["checks"][name]["passed"] is True, (name, check)
+    if model_format == "tf_js":  # verified by Node.js inside the sandbox
+        assert sandboxed.report["checks"]["backends"]["wasm"]["runs"] is True
+    if model_format == "edgetpu_tflite":
+        assert (Path(sandboxed.output_dir) / "edgetpu_model.tflite").is_file()
+
+
+def test_edgetpu_in_the_sandbox_needs_a_compiler_binary(canary_model, tmp_path, monkeypatch):
+    """The compiler's container image needs the Docker engine, which the sandbox does not reach."""
+    monkeypatch.delenv("EXPORTER_EDGETPU_COMPILER", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no edgetpu_compiler on it
+    config = {"modelFormat": "edgetpu_tflite", "gcsDestination": {"outputUriPrefix": str(tmp_path)}}
+    with pytest.raises(ExportError) as caught:
+        export_model(canary_model, config, sandbox=Sandbox())
+    assert caught.value.code is Code.FAILED_PRECONDITION
+    assert "inside the export sandbox" in caught.value.message and "EXPORTER_EDGETPU_COMPILER" in caught.value.message
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".failed")]  # nothing published
 
 
 def test_sandboxed_export_cancels_between_stages(canary_model, tmp_path):

@@ -243,6 +243,48 @@ def test_a_folder_swapped_for_a_link_before_publish_is_refused(tmp_path):
     assert not (tmp_path / "moved" / "out" / "model-export-x").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("link_target", "refusal"),
+    [
+        # the link resolves outside the output roots: refused by the worker's check of the request
+        ("elsewhere", (Code.INVALID_ARGUMENT, "EXPORTER_OUTPUT_ROOTS")),
+        # the link stays inside a root: refused by the walk that never follows links
+        ("exports/elsewhere", (Code.FAILED_PRECONDITION, "link")),
+    ],
+)
+def test_a_folder_swapped_while_its_export_waits_in_the_queue_is_not_written_through(
+    tmp_path, canary_model, link_target, refusal
+):
+    """A real server queues the export (no workers); the folder is swapped for a link to another
+    folder; a server with a worker then runs it: refused, nothing written anywhere."""
+    root, elsewhere = tmp_path / "exports", tmp_path / link_target
+    (root / "team" / "out").mkdir(parents=True)
+    (elsewhere / "out").mkdir(parents=True)
+    idle = Server(tmp_path, import_roots=[CACHE], output_roots=[root], EXPORTER_WORKERS="0").start()
+    try:
+        imported = idle.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "c"})
+        assert imported.status_code == 200, imported.text
+        prefix = str(root / "team" / "out")
+        body = {"outputConfig": {"modelFormat": "tflite", "gcsDestination": {"outputUriPrefix": prefix}}}
+        started = idle.call("POST", f"{PARENT}/models/c:export", json=body)
+        assert started.status_code == 200, started.text
+    finally:
+        idle.stop()
+    (root / "team").rename(tmp_path / "moved")
+    (root / "team").symlink_to(elsewhere)
+    working = Server(tmp_path, import_roots=[CACHE], output_roots=[root], EXPORTER_WORKERS="1").start()
+    try:
+        finished = working.wait(started.json()["name"])
+    finally:
+        working.stop()
+    code, words = refusal
+    assert finished["done"] and finished["error"]["code"] == code.value, finished
+    assert words in finished["error"]["message"]
+    assert list((elsewhere / "out").iterdir()) == []
+    assert list((tmp_path / "moved" / "out").iterdir()) == []
+
+
 def test_a_folder_that_is_a_link_when_staging_is_refused(tmp_path):
     root, elsewhere = tmp_path / "exports", tmp_path / "elsewhere"
     root.mkdir()
