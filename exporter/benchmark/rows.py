@@ -69,6 +69,12 @@ class Row:
     def label(self) -> str:
         return f"{self.model_format} {self.params}".strip()
 
+    @property
+    def short_label(self) -> str:
+        """The format and its param values only, for charts: ``tflite uint8``."""
+        values = [pair.partition("=")[2] for pair in self.params.split()]
+        return " ".join([self.model_format, *values])
+
     def take(self, measured: dict) -> None:
         """Fill in a runner's answer and decide the status by its agreement with the source."""
         for name, key in MEASURED.items():
