@@ -1,5 +1,5 @@
 # The two commands of the README, and a quick test loop.
-.PHONY: setup export lint test test-fast
+.PHONY: setup export lint test test-fast zoo
 
 setup:
 	bash scripts/setup.sh
@@ -21,3 +21,8 @@ test: lint
 # Leaves out the end-to-end runs through subprocesses (marked slow).
 test-fast: setup
 	.venv/bin/python -m pytest -m "not slow"
+
+# The whole zoo matrix (every zoo model to every format this machine builds; long): rewrites
+# benchmarks/zoo_matrix.json and the README's table. CI runs a subset (tests/test_zoo_matrix.py).
+zoo: setup
+	.venv/bin/python benchmarks/zoo_matrix.py
