@@ -148,3 +148,12 @@ def tfjs_exports(tmp_path_factory, canary_model, digits_model):
         result = export_model(model, tfjs_config(destination, quantization=quantization, input_contract=contract))
         made[name, quantization, contract] = Path(result.output_dir), result.report
     return made
+
+
+@pytest.fixture(scope="session")
+def zoo_model():
+    """The zoo's model folders by name (tests/zoo.py): ``zoo_model("efficientnet_b0")``, trained once
+    and cached between runs."""
+    import zoo
+
+    return zoo.zoo_model

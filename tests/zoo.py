@@ -1,0 +1,275 @@
+"""The model zoo: the classifier families a user is likely to bring, trained briefly on the digits.
+
+Every entry is a real model folder (SavedModel, dict.txt, manifest.json, calibration and held-out
+images), built like the sample digits model (exporter/sample_models.py, whose helpers it reuses):
+``tf.keras.applications`` networks with ``weights=None`` and a 10-class head, a plain ``tf.Module``
+and a model whose output is logits. Between them they take every input convention the manifest
+knows: 0..255 (Keras applications with their preprocessing inside), 0..1, -1..1 and per-channel
+mean/std. Keras' BatchNorm momentum 0.999 leaves the moving statistics at chance after a few
+epochs from scratch; 0.9 fixes that (see sample_models).
+
+    zoo_model("efficientnet_b0")   # the model folder, trained once and cached
+
+Models are cached under .cache/test-models/zoo-<hash of this file and sample_models.py>/<name>;
+a file lock keeps two test processes from training the same one at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from exporter.core.manifest import INPUT_RANGES
+from exporter.sample_models import (
+    DIGIT_LABELS,
+    _manifest,
+    _seed_everything,
+    _write_folder,
+    _write_images,
+    digits_pixels,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 96
+HELDOUT = 360
+CALIBRATION = 300  # more than the engine's default calibration set, so the remedy has images to add
+IMAGENET_MEAN = [123.675, 116.28, 103.53]  # torchvision's per-channel normalization, on 0..255
+IMAGENET_STD = [58.395, 57.12, 57.375]
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model: how its network is built and what its input and output are."""
+
+    name: str
+    network: Callable[[], object]  # builds the untrained Keras network, or None for the tf.Module
+    input_range: str | None  # the manifest's range; None when mean/std are given instead
+    mean_std: tuple[list[float], list[float]] | None = None
+    logits: bool = False  # the output is unnormalized scores, not probabilities
+    epochs: int = 5
+    learning_rate: float = 2e-3
+
+    def normalization(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) that turn 0..255 pixels into what the network takes."""
+        if self.mean_std is not None:
+            mean, std = self.mean_std
+            return np.array(mean, np.float32), np.array(std, np.float32)
+        mean, std = INPUT_RANGES[self.input_range]
+        return np.full(3, mean, np.float32), np.full(3, std, np.float32)
+
+    def input_spec(self) -> dict:
+        if self.mean_std is not None:
+            return {"height": SIZE, "width": SIZE, "mean": self.mean_std[0], "std": self.mean_std[1]}
+        return {"height": SIZE, "width": SIZE, "range": self.input_range}
+
+
+def _keras(factory: str, **kwargs) -> Callable[[], object]:
+    def build():
+        import keras
+
+        network = getattr(keras.applications, factory)(
+            input_shape=(SIZE, SIZE, 3), weights=None, classes=len(DIGIT_LABELS), **kwargs
+        )
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+        return network
+
+    return build
+
+
+ZOO: dict[str, ZooEntry] = {
+    entry.name: entry
+    for entry in (
+        # -1..1, the range MobileNetV2's own preprocess_input produces; normalization outside the graph.
+        ZooEntry("mobilenet_v2", _keras("MobileNetV2"), "-1..1"),
+        # MobileNetV3 and EfficientNet carry their preprocessing inside: they take 0..255.
+        ZooEntry("mobilenet_v3_small", _keras("MobileNetV3Small"), "0..255", epochs=8),
+        ZooEntry("mobilenet_v3_large", _keras("MobileNetV3Large"), "0..255", epochs=6),
+        ZooEntry("efficientnet_b0", _keras("EfficientNetB0"), "0..255", epochs=6),
+        ZooEntry("efficientnet_v2_b0", _keras("EfficientNetV2B0"), "0..255", epochs=6),
+        ZooEntry("nasnet_mobile", _keras("NASNetMobile"), "0..1", epochs=5),
+        # Per-channel mean/std, as torchvision-style models state them.
+        ZooEntry("resnet50", _keras("ResNet50"), None, (IMAGENET_MEAN, IMAGENET_STD), epochs=3, learning_rate=1e-3),
+        # No Keras at all: variables and tf.nn ops in a tf.Module, -1..1 input.
+        ZooEntry("tf_module", None, "-1..1", epochs=10, learning_rate=3e-3),
+        # MobileNetV2 without its softmax: the output is logits; 0..255 with the rescaling inside.
+        ZooEntry("logits", _keras("MobileNetV2", classifier_activation=None), "0..255", logits=True),
+    )
+}
+
+
+def zoo_hash() -> str:
+    code = Path(__file__).read_bytes() + (REPO / "exporter" / "sample_models.py").read_bytes()
+    return hashlib.sha256(code + str(SIZE).encode()).hexdigest()[:16]
+
+
+def zoo_folder(name: str) -> Path:
+    return REPO / ".cache" / "test-models" / f"zoo-{zoo_hash()}" / name
+
+
+def zoo_model(name: str) -> Path:
+    """The model folder of zoo entry `name`, built on first use and cached between runs."""
+    if name not in ZOO:
+        raise KeyError(f"no zoo model {name!r}; the zoo has {', '.join(ZOO)}")
+    folder = zoo_folder(name)
+    if (folder / "manifest.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be training it: wait, then reuse
+        if not (folder / "manifest.json").exists():
+            build_zoo_model(ZOO[name], folder)
+    return folder
+
+
+# -- building -----------------------------------------------------------------------------------
+
+
+def _split(seed: int):
+    from sklearn.model_selection import train_test_split
+
+    pixels, labels = digits_pixels(SIZE)
+    return train_test_split(pixels, labels, test_size=HELDOUT, stratify=labels, random_state=seed)
+
+
+def _train_keras(entry: ZooEntry, train_x, train_y, held_x, held_y):
+    """The network behind an input layer named `image`, trained; returns (model, held-out accuracy)."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    model = keras.Model(inputs, entry.network()(inputs))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=entry.logits)
+    model.compile(optimizer=keras.optimizers.Adam(entry.learning_rate), loss=loss, metrics=["accuracy"])
+    model.fit(train_x, train_y, batch_size=64, epochs=entry.epochs, verbose=0, shuffle=True)
+    return model, float(model.evaluate(held_x, held_y, verbose=0)[1])
+
+
+def _save_keras(model, folder: Path, output_key: str) -> None:
+    """serving_default: image [N,SIZE,SIZE,3] float32 -> {output_key: [N,10]}."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda image: {output_key: model(image, training=False)},
+        input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="image")],
+    )
+    archive.write_out(str(folder), verbose=False)
+
+
+class _DigitsModule:
+    """Factory for the non-Keras model: two strided convolutions, pooling to 6x6 and a dense layer."""
+
+    @staticmethod
+    def build():
+        import tensorflow as tf
+
+        class Digits(tf.Module):
+            def __init__(self):
+                super().__init__()
+                init = tf.initializers.GlorotUniform(seed=0)
+                self.conv1 = tf.Variable(init([3, 3, 3, 24]), name="conv1")
+                self.bias1 = tf.Variable(tf.zeros([24]), name="bias1")
+                self.conv2 = tf.Variable(init([3, 3, 24, 48]), name="conv2")
+                self.bias2 = tf.Variable(tf.zeros([48]), name="bias2")
+                self.dense = tf.Variable(init([6 * 6 * 48, len(DIGIT_LABELS)]), name="dense")
+                self.bias3 = tf.Variable(tf.zeros([len(DIGIT_LABELS)]), name="bias3")
+
+            def logits(self, image):
+                x = tf.nn.relu(tf.nn.conv2d(image, self.conv1, 2, "SAME") + self.bias1)
+                x = tf.nn.relu(tf.nn.conv2d(x, self.conv2, 2, "SAME") + self.bias2)
+                x = tf.nn.avg_pool2d(x, 4, 4, "VALID")  # 24x24 -> 6x6: where the strokes are matters
+                return tf.reshape(x, [-1, 6 * 6 * 48]) @ self.dense + self.bias3
+
+            @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="image")])
+            def serve(self, image):
+                return {"scores": tf.nn.softmax(self.logits(image))}
+
+        return Digits()
+
+
+def _train_module(entry: ZooEntry, train_x, train_y, held_x, held_y):
+    """Plain tf.GradientTape training with Adam written out (no Keras anywhere)."""
+    import tensorflow as tf
+
+    module = _DigitsModule.build()
+    variables = list(module.trainable_variables)
+    first = [tf.Variable(tf.zeros_like(v)) for v in variables]
+    second = [tf.Variable(tf.zeros_like(v)) for v in variables]
+    step = tf.Variable(0.0)
+
+    @tf.function
+    def train_step(images, labels):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, module.logits(images)))
+        step.assign_add(1.0)
+        for variable, gradient, m, v in zip(variables, tape.gradient(loss, variables), first, second, strict=True):
+            m.assign(0.9 * m + 0.1 * gradient)
+            v.assign(0.999 * v + 0.001 * tf.square(gradient))
+            m_hat, v_hat = m / (1 - 0.9**step), v / (1 - 0.999**step)
+            variable.assign_sub(entry.learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-7))
+
+    rng = np.random.default_rng(0)
+    for _ in range(entry.epochs):
+        order = rng.permutation(len(train_x))
+        for start in range(0, len(order), 64):
+            batch = order[start : start + 64]
+            train_step(tf.constant(train_x[batch]), tf.constant(train_y[batch]))
+    predicted = np.argmax(module.serve(tf.constant(held_x))["scores"].numpy(), axis=1)
+    return module, float(np.mean(predicted == held_y))
+
+
+def build_zoo_model(entry: ZooEntry, out_dir: Path) -> dict:
+    """Train `entry` and write its model folder; returns its manifest."""
+    import tensorflow as tf
+
+    _seed_everything(0)
+    started = time.monotonic()
+    train_px, held_px, train_y, held_y = _split(0)
+    mean, std = entry.normalization()
+    train_x = ((train_px.astype(np.float32) - mean) / std).astype(np.float32)
+    held_x = ((held_px.astype(np.float32) - mean) / std).astype(np.float32)
+    if entry.network is None:
+        model, accuracy = _train_module(entry, train_x, train_y, held_x, held_y)
+    else:
+        model, accuracy = _train_keras(entry, train_x, train_y, held_x, held_y)
+    manifest = _manifest(entry.name, SIZE, entry.input_range or "0..255", accuracy)
+    manifest["input"] = entry.input_spec()
+    manifest["training"].update(
+        epochs=entry.epochs,
+        output="logits" if entry.logits else "probabilities",
+        seconds=round(time.monotonic() - started, 1),
+    )
+
+    def build(work: Path) -> None:
+        if entry.network is None:
+            tf.saved_model.save(model, str(work / "saved_model"), signatures={"serving_default": model.serve})
+        else:
+            _save_keras(model, work / "saved_model", "logits" if entry.logits else "probabilities")
+        (work / "dict.txt").write_text("\n".join(DIGIT_LABELS) + "\n")
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        off_sizes = (64, 80, 120, 150)
+        _write_images(work / "images/heldout", held_px, held_y, DIGIT_LABELS, off_sizes)
+        _write_images(
+            work / "images/calibration", train_px[:CALIBRATION], train_y[:CALIBRATION], DIGIT_LABELS, off_sizes
+        )
+
+    _write_folder(out_dir, build)
+    return manifest
+
+
+if __name__ == "__main__":  # build every model and print how long each took and how well it learned
+    for zoo_name in ZOO:
+        folder = zoo_model(zoo_name)
+        training = json.loads((folder / "manifest.json").read_text())["training"]
+        print(f"{zoo_name:20s} accuracy {training['heldout_accuracy']:.4f}  {training['seconds']} s", flush=True)
