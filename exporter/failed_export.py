@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 from exporter.core.errors import Code, ExportError
@@ -127,10 +129,29 @@ def convert_reports(staging: Path, names: tuple[str, ...]) -> dict:
     reports = {}
     for name in names:
         try:
-            reports[name] = json.loads((staging / name).read_text())
+            reports[name] = json.loads(_read_regular_file(staging / name))
         except (OSError, ValueError):
             continue  # not written before the failure (or cut short by it): nothing to keep
     return reports
+
+
+MAX_KEPT_REPORT_BYTES = 4 << 20
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """A file the (possibly sandboxed, untrusted) convert step wrote: never through a link, never
+    a device or a fifo, never more than a report's size, so it cannot bring a host file out."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_KEPT_REPORT_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEPT_REPORT_BYTES:
+        raise OSError(f"{path.name} is larger than a report")
+    return data
 
 
 def failure_report(

@@ -3,6 +3,7 @@ sandboxed export, and the service's setting. Nothing here is mocked: bubblewrap 
 installed (scripts/setup.sh installs it), and these tests fail where it is not."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -213,6 +214,24 @@ def test_a_link_left_in_staging_is_refused(tmp_path, canary_model):
     with pytest.raises(ExportError) as caught:
         check_staging(tmp_path)
     assert caught.value.code is Code.FAILED_PRECONDITION and "'link'" in caught.value.message
+
+
+def test_a_failed_attempts_kept_reports_never_follow_a_link(tmp_path):
+    """A failed export keeps the convert step's reports (exporter/failed_export.py); a sandboxed
+    child could leave a link by that name to a host JSON file (a credential): it is not read."""
+    from exporter.failed_export import convert_reports
+
+    staging, secret = tmp_path / "staging", tmp_path / "service-account.json"
+    staging.mkdir()
+    secret.write_text('{"private_key": "host secret"}')
+    (staging / "edgetpu_compatibility.json").symlink_to(secret)
+    os.mkfifo(staging / "other.json")  # a fifo would block a plain open
+    assert convert_reports(staging, ("edgetpu_compatibility.json", "other.json")) == {}
+    (staging / "edgetpu_compatibility.json").unlink()
+    (staging / "edgetpu_compatibility.json").write_text('{"mappedToEdgeTpu": 3}')
+    assert convert_reports(staging, ("edgetpu_compatibility.json",)) == {
+        "edgetpu_compatibility.json": {"mappedToEdgeTpu": 3}
+    }
 
 
 TFLITE_UINT8 = {"modelFormat": "tflite", "params": {"quantization": "uint8"}}
