@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from exporter.cli_benchmark import benchmark
-from exporter.cli_service import models_app, operations_app, serve
+from exporter.cli_service import models_app, operations_app, serve, worker
 from exporter.core.errors import Code, ExportError
 from exporter.core.formats import (
     DEFAULT_FORMAT,
@@ -208,6 +208,7 @@ def formats(
 
 
 app.command()(serve)
+app.command()(worker)
 app.command()(benchmark)
 app.add_typer(models_app, name="models")
 app.add_typer(operations_app, name="operations")

@@ -50,6 +50,28 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
+def worker(
+    queues: Annotated[
+        str | None,
+        typer.Option(help="comma-separated queues (default: every format this machine can build)"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="the worker's name (default: host, pid and a random part)")] = None,
+) -> None:
+    """Run a Celery worker for a fleet (EXPORTER_RUNNER=celery): it takes export jobs from the
+    broker (EXPORTER_BROKER_URL) and records them in the shared store (EXPORTER_DATABASE_URL)."""
+    from exporter.service.celery_worker import queues_here, start_worker
+    from exporter.service.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    if settings.database_url is None:
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            "a fleet worker needs the shared store: set EXPORTER_DATABASE_URL (postgresql+psycopg://...)",
+        )
+    chosen = [q.strip() for q in queues.split(",") if q.strip()] if queues else queues_here()
+    start_worker(settings, chosen, name)
+
+
 def is_loopback(host: str) -> bool:
     import ipaddress
 

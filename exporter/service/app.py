@@ -31,6 +31,7 @@ from exporter.service.http import error_response
 from exporter.service.protection import describe as describe_protection
 from exporter.service.resources import status_body
 from exporter.service.routes import PREFIX, models, operations
+from exporter.service.runners import NoRunner, job_runner
 from exporter.service.settings import ServiceSettings
 from exporter.service.store import Store
 
@@ -163,21 +164,16 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool = None
-        if start_workers and settings.workers > 0:
-            from exporter.service.pool import WorkerPool
-
-            pool = WorkerPool(settings, store)
-            pool.start()
-        app.state.pool = pool
+        app.state.runner = runner = job_runner(settings, store, start_workers)
+        runner.start()
         try:
             yield
         finally:
-            if pool is not None:
-                pool.stop()
+            runner.stop()
 
     app = FastAPI(title="automl-export-engine", version="v1beta1", lifespan=lifespan)
     app.state.store, app.state.settings, app.state.authorizer = store, settings, authorizer
+    app.state.runner = NoRunner()  # until the lifespan starts the configured one
     app.state.protection = describe_protection(settings)  # what each export's steps run under
 
     app.add_exception_handler(ExportError, _export_error)
@@ -187,10 +183,11 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
 
     @app.get("/healthz")
     async def health(request: Request):
-        pool = request.app.state.pool
+        runner = request.app.state.runner
         return {
             "status": "ok",
-            "workers": pool.pids() if pool else {},
+            "runner": settings.runner,
+            "workers": runner.pids(),
             # The API process never imports TensorFlow: only the workers convert.
             "tensorflowLoaded": "tensorflow" in sys.modules,
             "sandbox": request.app.state.protection,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,21 @@ class ServiceSettings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=1)
     # How many times a job is started before a lost worker fails it for good.
     max_attempts: int = Field(default=2, ge=1, le=10)
+    # A running job's holder writes a heartbeat every second; one silent this long is gone, and
+    # its job is queued again (within seconds of a crash, not only when the lease runs out).
+    liveness_seconds: float = Field(default=10.0, gt=1)
+    # On SIGTERM a worker lets its running job finish for up to this long, then hands it back to
+    # the queue (not counted as an attempt) and exits.
+    drain_seconds: float = Field(default=10.0, ge=0)
+    # Who runs the jobs: "embedded" (worker processes of `exporter serve`, no broker) or "celery"
+    # (`exporter worker` processes on any machine that reaches the broker, store and storage).
+    runner: Literal["embedded", "celery"] = "embedded"
+    # The Celery broker (Redis by default; amqp:// for RabbitMQ also works).
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    # Redis re-delivers a job not acknowledged within this time: longer than the longest export.
+    broker_visibility_seconds: float = Field(default=7200.0, gt=0)
+    # A queued operation whose job message may be lost (sent this long ago) is sent again.
+    redispatch_seconds: float = Field(default=300.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     # JSON bodies nested deeper than this are refused (INVALID_ARGUMENT), before they are parsed.
     max_json_depth: int = Field(default=64, ge=2, le=512)
@@ -57,6 +72,17 @@ class ServiceSettings(BaseSettings):
     sandbox_cpu_seconds: int = Field(default=900, ge=1)
     sandbox_memory_mb: int = Field(default=4096, ge=64)
     sandbox_wall_seconds: float = Field(default=1800.0, gt=0)
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_an_export(self) -> ServiceSettings:
+        # A job still running when the visibility timeout ends is delivered to a second worker;
+        # the store refuses that claim, but the message would run again and again.
+        if self.runner == "celery" and self.broker_visibility_seconds <= self.sandbox_wall_seconds:
+            raise ValueError(
+                f"broker_visibility_seconds ({self.broker_visibility_seconds:g}) must be longer than the longest "
+                f"export (sandbox_wall_seconds, {self.sandbox_wall_seconds:g})"
+            )
+        return self
 
     @field_validator("import_roots", "output_roots")
     @classmethod

@@ -1,6 +1,9 @@
 """The model and operation store, through SQLAlchemy: SQLite by default, PostgreSQL for several
-machines. The table of operations is also the job queue: a worker claims a queued operation with
-one conditional UPDATE, holds it under a lease it renews, and finishes it in one UPDATE.
+machines. The table of operations is also the job queue, and it alone decides who runs what: a
+worker claims a queued operation with one conditional UPDATE that grows its fencing token
+(``fence``), renews its lease and heartbeat while it runs, and every later write of that attempt,
+the publish included, is conditional on the token still being current. A job runner that delivers
+a job twice (Celery re-delivers) only gets a second, refused claim.
 
 The schema is versioned by Alembic (``exporter/service/migrations``): the API server calls
 ``Store.migrate()`` once at start; every other process only connects.
@@ -8,100 +11,44 @@ The schema is versioned by Alembic (``exporter/service/migrations``): the API se
 
 from __future__ import annotations
 
-import enum
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    event,
-    inspect,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from exporter.core.errors import Code, ExportError
+from exporter.service.fencing import PublishTransaction, end_values, held, requeue, write_lock
+from exporter.service.schema import lock_for_migration, made_by_create_all, newest_present
+from exporter.service.tables import (
+    MILLISECOND,
+    Base,
+    Limits,
+    ModelRow,
+    OperationRow,
+    State,
+    UTCDateTime,
+    cancelled_status,
+    utc_now,
+)
 
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value, dialect):
-        return None if value is None else value.replace(tzinfo=UTC)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class State(str, enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def done(self) -> bool:
-        return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ModelRow(Base):
-    __tablename__ = "models"
-
-    name: Mapped[str] = mapped_column(String(512), primary_key=True)
-    parent: Mapped[str] = mapped_column(String(512), index=True)
-    display_name: Mapped[str] = mapped_column(String(64))
-    model_type: Mapped[str] = mapped_column(String(64))
-    path: Mapped[str] = mapped_column(Text)  # the stored model folder
-    create_time: Mapped[datetime] = mapped_column(UTCDateTime)
-    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class OperationRow(Base):
-    __tablename__ = "operations"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(512), unique=True)
-    parent: Mapped[str] = mapped_column(String(512), index=True)
-    model_name: Mapped[str] = mapped_column(String(512))
-    output_config: Mapped[dict] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), index=True, default=State.QUEUED.value)
-    progress_percent: Mapped[int] = mapped_column(Integer, default=0)
-    create_time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    update_time: Mapped[datetime] = mapped_column(UTCDateTime)
-    output_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
-    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # google.rpc.Status JSON
-    report: Mapped[dict | None] = mapped_column(JSON, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    principal: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+# The tables' names, read from here by the routes, the migrations and the tests.
+__all__ = [
+    "Base",
+    "Limits",
+    "ModelRow",
+    "OperationRow",
+    "State",
+    "Store",
+    "UTCDateTime",
+    "cancelled_status",
+    "utc_now",
+]
 
 
 class Store:
@@ -128,10 +75,10 @@ class Store:
         from exporter.service.migrations import BASELINE, alembic_config
 
         with self.engine.connect() as connection:
-            _lock_for_migration(connection)
+            lock_for_migration(connection)
             config = alembic_config(connection=connection)
-            if _made_by_create_all(connection):
-                command.stamp(config, BASELINE)
+            if made_by_create_all(connection):
+                command.stamp(config, newest_present(connection, BASELINE))
             command.upgrade(config, "head")
             connection.commit()
 
@@ -152,25 +99,51 @@ class Store:
 
     # Operations ---------------------------------------------------------------------------
     def create_operation(
-        self, parent: str, model_name: str, output_config: dict, principal: str | None = None
+        self,
+        parent: str,
+        model_name: str,
+        output_config: dict,
+        principal: str | None = None,
+        *,
+        destination: str | None = None,
+        limits: Limits | None = None,
     ) -> OperationRow:
-        now = utc_now()
+        """Queue an operation. The limits are checked and the row inserted in one transaction,
+        under a lock that every creation takes (PostgreSQL: an advisory lock; SQLite: its write
+        lock), so two requests never both take the last place.
+
+        The create time is unique per `destination` to the millisecond: a request in the same
+        millisecond as the last one for that prefix gets the next millisecond, so AutoML's folder
+        name ``model-export-<name>-<create time>`` never repeats under one prefix."""
         op_id = uuid.uuid4().hex
-        row = OperationRow(
-            id=op_id,
-            name=f"{parent}/operations/{op_id}",
-            parent=parent,
-            model_name=model_name,
-            output_config=output_config,
-            state=State.QUEUED.value,
-            progress_percent=0,
-            create_time=now,
-            update_time=now,
-            attempts=0,
-            cancel_requested=False,
-            principal=principal,
-        )
         with self.session.begin() as session:
+            _lock_creation(session)
+            if limits is not None:
+                _check_limits(session, principal, limits)
+            now = utc_now()
+            now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+            if destination is not None:
+                latest = session.scalar(
+                    select(func.max(OperationRow.create_time)).where(OperationRow.destination == destination)
+                )
+                if latest is not None and latest >= now:
+                    now = latest + MILLISECOND
+            row = OperationRow(
+                id=op_id,
+                name=f"{parent}/operations/{op_id}",
+                parent=parent,
+                model_name=model_name,
+                output_config=output_config,
+                state=State.QUEUED.value,
+                progress_percent=0,
+                create_time=now,
+                update_time=now,
+                attempts=0,
+                cancel_requested=False,
+                principal=principal,
+                fence=0,
+                destination=destination,
+            )
             session.add(row)
         return row
 
@@ -178,15 +151,8 @@ class Store:
         self, principal: str | None = None, states: tuple[State, ...] = (State.QUEUED, State.RUNNING)
     ) -> int:
         """Operations in `states`, of one principal or of everyone."""
-        from sqlalchemy import func
-
         with self.session() as session:
-            query = (
-                select(func.count()).select_from(OperationRow).where(OperationRow.state.in_([s.value for s in states]))
-            )
-            if principal is not None:
-                query = query.where(OperationRow.principal == principal)
-            return int(session.scalar(query))
+            return _count(session, principal, states)
 
     def get_operation(self, name: str) -> OperationRow | None:
         with self.session() as session:
@@ -230,89 +196,175 @@ class Store:
             return bool(session.scalar(select(OperationRow.cancel_requested).where(OperationRow.id == op_id)))
 
     # The queue ----------------------------------------------------------------------------
-    def claim(self, owner: str, lease_seconds: float) -> OperationRow | None:
-        """Take the oldest queued operation for `owner`, or None; safe between processes."""
+    def claim(self, owner: str, lease_seconds: float, op_id: str | None = None) -> OperationRow | None:
+        """Take a queued operation for `owner`: `op_id`, else the oldest queued one. None when
+        there is none to take (the one named runs elsewhere, is done or gone: a job delivered
+        again). The claim grows the operation's fence; the row returned carries the new one."""
         for _ in range(5):
             with self.session.begin() as session:
-                op_id = session.scalar(
+                candidate = op_id or session.scalar(
                     select(OperationRow.id)
                     .where(OperationRow.state == State.QUEUED.value)
                     .order_by(OperationRow.create_time, OperationRow.id)
                     .limit(1)
                 )
-                if op_id is None:
+                if candidate is None:
                     return None
                 now = utc_now()
                 taken = session.execute(
                     update(OperationRow)
-                    .where(OperationRow.id == op_id, OperationRow.state == State.QUEUED.value)
+                    .where(OperationRow.id == candidate, OperationRow.state == State.QUEUED.value)
                     .values(
                         state=State.RUNNING.value,
                         lease_owner=owner,
                         attempts=OperationRow.attempts + 1,
+                        fence=OperationRow.fence + 1,
                         lease_expires=now + timedelta(seconds=lease_seconds),
+                        heartbeat_at=now,
                         update_time=now,
                     )
                 ).rowcount
                 if taken == 1:
-                    return session.get(OperationRow, op_id)
+                    return session.get(OperationRow, candidate)
+            if op_id is not None:
+                return None
         return None
 
-    def _update_held(self, op_id: str, owner: str, **values: Any) -> int:
-        """Update a running operation only while `owner` holds its lease; the rows changed."""
+    def _update_held(self, op_id: str, fence: int, **values: Any) -> int:
+        """Update a running operation only while `fence` is its current claim; the rows changed."""
         with self.session.begin() as session:
-            return session.execute(
-                update(OperationRow)
-                .where(
-                    OperationRow.id == op_id,
-                    OperationRow.lease_owner == owner,
-                    OperationRow.state == State.RUNNING.value,
-                )
-                .values(**values)
-            ).rowcount
+            return session.execute(held(op_id, fence).values(**values)).rowcount
 
-    def renew(self, op_id: str, owner: str, lease_seconds: float) -> None:
-        self._update_held(op_id, owner, lease_expires=utc_now() + timedelta(seconds=lease_seconds))
-
-    def progress(self, op_id: str, owner: str, percent: int) -> None:
-        self._update_held(op_id, owner, progress_percent=percent, update_time=utc_now())
-
-    def finish(self, op_id: str, owner: str, state: State, **values: Any) -> bool:
-        """End a running operation held by `owner`, in one step; False when it lost the lease."""
+    def renew(self, op_id: str, fence: int, lease_seconds: float) -> bool:
+        """The holder's heartbeat: False when its claim is no longer current."""
+        now = utc_now()
         return (
-            self._update_held(
-                op_id, owner, state=state.value, update_time=utc_now(), lease_owner=None, lease_expires=None, **values
-            )
-            == 1
+            self._update_held(op_id, fence, lease_expires=now + timedelta(seconds=lease_seconds), heartbeat_at=now) == 1
         )
 
-    def release_lost(self, owner: str | None, max_attempts: int, reason: str) -> int:
-        """Running operations whose worker is gone (`owner`, or any with an expired lease):
-        queued again while attempts remain, failed with `reason` otherwise."""
+    def progress(self, op_id: str, fence: int, percent: int) -> None:
+        self._update_held(op_id, fence, progress_percent=percent, update_time=utc_now())
+
+    def finish(self, op_id: str, fence: int, state: State, **values: Any) -> bool:
+        """End a running operation whose current claim is `fence`, in one step; False when the
+        claim is stale (the result is dropped: another attempt owns the operation)."""
+        return self._update_held(op_id, fence, **end_values(state, values)) == 1
+
+    def publishing(self, op_id: str, fence: int) -> PublishTransaction:
+        return PublishTransaction(self.session, op_id, fence)
+
+    def hand_back(self, op_id: str, fence: int) -> bool:
+        """Return a running operation to the queue, its attempt not counted (a graceful stop)."""
+        with self.session.begin() as session:
+            write_lock(session)
+            row = session.scalar(
+                select(OperationRow)
+                .where(OperationRow.id == op_id, OperationRow.fence == fence, OperationRow.state == State.RUNNING.value)
+                .with_for_update()
+            )
+            if row is None:
+                return False
+            requeue(row, utc_now(), counted=False, max_attempts=None, reason="")
+            return True
+
+    def release_lost(
+        self,
+        owner: str | None,
+        max_attempts: int,
+        reason: str,
+        *,
+        liveness_seconds: float | None = None,
+        counted: bool = True,
+        on_released: Callable[[OperationRow], None] | None = None,
+    ) -> int:
+        """Running operations whose holder is gone: held by `owner`; or, with `owner` None, with
+        an expired lease or a heartbeat older than `liveness_seconds`. Each is queued again while
+        attempts remain (`counted` False: this attempt is not counted), failed with `reason`
+        otherwise; `on_released` sees each row after."""
         now = utc_now()
         with self.session.begin() as session:
+            write_lock(session)
             query = select(OperationRow).where(OperationRow.state == State.RUNNING.value)
             if owner is not None:
                 query = query.where(OperationRow.lease_owner == owner)
             else:
-                query = query.where(OperationRow.lease_expires < now)
+                gone = OperationRow.lease_expires < now
+                if liveness_seconds is not None:
+                    gone = gone | (OperationRow.heartbeat_at < now - timedelta(seconds=liveness_seconds))
+                query = query.where(gone)
             rows = list(session.scalars(query.with_for_update()))
             for row in rows:
-                row.lease_owner, row.lease_expires, row.update_time = None, None, now
-                if row.cancel_requested:
-                    row.state, row.error = State.CANCELLED.value, cancelled_status()
-                elif row.attempts < max_attempts:
-                    row.state, row.progress_percent = State.QUEUED.value, 0
-                else:
-                    row.state = State.FAILED.value
-                    row.error = ExportError(
-                        Code.ABORTED, f"{reason}; gave up after {row.attempts} attempts"
-                    ).to_status()
-            return len(rows)
+                requeue(row, now, counted=counted, max_attempts=max_attempts, reason=reason)
+        for row in rows:
+            if on_released is not None:
+                on_released(row)
+        return len(rows)
+
+    def to_dispatch(self, older_than_seconds: float, limit: int = 100) -> list[OperationRow]:
+        """Queued operations that no job runner was sent (or not for `older_than_seconds`: the
+        message may be lost), marked as sent now. Sending one twice is harmless: only one claim
+        of it succeeds."""
+        now = utc_now()
+        with self.session.begin() as session:
+            write_lock(session)
+            rows = list(
+                session.scalars(
+                    select(OperationRow)
+                    .where(
+                        OperationRow.state == State.QUEUED.value,
+                        OperationRow.dispatched_at.is_(None)
+                        | (OperationRow.dispatched_at < now - timedelta(seconds=older_than_seconds)),
+                    )
+                    .order_by(OperationRow.create_time, OperationRow.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for row in rows:
+                row.dispatched_at = now
+            return rows
+
+    def mark_undispatched(self, op_ids: list[str]) -> None:
+        """Queued operations whose message could not be sent: to be sent in the next round."""
+        with self.session.begin() as session:
+            session.execute(
+                update(OperationRow)
+                .where(OperationRow.id.in_(op_ids), OperationRow.state == State.QUEUED.value)
+                .values(dispatched_at=None)
+            )
 
     def iter_running(self) -> Iterator[OperationRow]:
         with self.session() as session:
             yield from session.scalars(select(OperationRow).where(OperationRow.state == State.RUNNING.value))
+
+
+# Any 64-bit number, the same in every process: the advisory lock that operation creation takes.
+_CREATION_LOCK_KEY = 0x6F7065726174696F  # "operatio"
+
+
+def _lock_creation(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATION_LOCK_KEY})
+    else:
+        write_lock(session)
+
+
+def _count(session: Session, principal: str | None, states: tuple[State, ...]) -> int:
+    query = select(func.count()).select_from(OperationRow).where(OperationRow.state.in_([s.value for s in states]))
+    if principal is not None:
+        query = query.where(OperationRow.principal == principal)
+    return int(session.scalar(query))
+
+
+def _check_limits(session: Session, principal: str | None, limits: Limits) -> None:
+    who = principal or "everyone"
+    if _count(session, principal, (State.QUEUED, State.RUNNING)) >= limits.per_principal:
+        raise ExportError(
+            Code.RESOURCE_EXHAUSTED,
+            f"{who} already has {limits.per_principal} exports queued or running; wait for one to finish",
+        )
+    if _count(session, None, (State.QUEUED,)) >= limits.queue:
+        raise ExportError(Code.RESOURCE_EXHAUSTED, f"the export queue is full ({limits.queue} queued)")
 
 
 def _sqlite_pragmas(connection, _record) -> None:
@@ -330,73 +382,3 @@ def _sqlite_pragmas(connection, _record) -> None:
             time.sleep(0.05)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-def cancelled_status() -> dict:
-    return ExportError(Code.CANCELLED, "the operation was cancelled").to_status()
-
-
-# Any 64-bit number, the same in every process: the key of the advisory lock that migrations take.
-_MIGRATION_LOCK_KEY = 0x6578706F72746572  # "exporter"
-
-# Every column of the tables that `Base.metadata.create_all` made before Alembic, which is the
-# schema of the baseline revision; a database holding them and no alembic_version is stamped.
-_CREATE_ALL_COLUMNS = {
-    "models": {"name", "parent", "display_name", "model_type", "path", "create_time", "update_time"},
-    "operations": {
-        "id",
-        "name",
-        "parent",
-        "model_name",
-        "output_config",
-        "state",
-        "progress_percent",
-        "create_time",
-        "update_time",
-        "output_dir",
-        "error",
-        "report",
-        "attempts",
-        "lease_owner",
-        "lease_expires",
-        "cancel_requested",
-        "principal",
-    },
-}
-
-
-def _lock_for_migration(connection: Connection) -> None:
-    """Begin the migration's transaction holding a lock that other migrating processes wait for."""
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
-        # Released by the transaction's commit or rollback.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-    elif dialect == "sqlite":
-        # The driver opens no transaction for DDL by itself; this one takes the write lock at once
-        # (waiting up to the connection's busy timeout), and Connection.commit() ends it.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        connection.begin()
-
-
-def _made_by_create_all(connection: Connection) -> bool:
-    """Whether the store's tables exist without Alembic's version table (made before Alembic).
-
-    Raises when only part of that schema is there: stamping it would hide a missing column."""
-    tables = set(inspect(connection).get_table_names())
-    if "alembic_version" in tables or not tables & _CREATE_ALL_COLUMNS.keys():
-        return False
-    missing = []
-    for table, columns in _CREATE_ALL_COLUMNS.items():
-        if table not in tables:
-            missing.append(f"table {table}")
-            continue
-        present = {column["name"] for column in inspect(connection).get_columns(table)}
-        missing += [f"column {table}.{name}" for name in sorted(columns - present)]
-    if missing:
-        raise RuntimeError(
-            "the database has store tables but no alembic_version table, and it lacks "
-            f"{', '.join(missing)}: it is not the schema that the Alembic baseline stands for, "
-            "so it is not stamped; bring it to that schema by hand, then migrate"
-        )
-    return True

@@ -1,5 +1,6 @@
 """``models``: list, import (an extension), get, and ``:export``, which queues an operation."""
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -13,7 +14,7 @@ from exporter.service.http import json_body, next_token, page
 from exporter.service.models import import_model, parse_import
 from exporter.service.outputs import check_destination, project_of
 from exporter.service.resources import model_json, operation_json
-from exporter.service.store import ModelRow, State, Store
+from exporter.service.store import Limits, ModelRow, Store
 
 # The principal name recorded for exports when auth is off (one shared limit).
 ANONYMOUS_SENTINEL = "anonymous"
@@ -71,15 +72,16 @@ async def export(
     # The fields the caller gave, as checked above; the worker checks them again when it runs.
     config = ExportModelRequest.model_validate(body).output_config.model_dump(by_alias=True, exclude_unset=True)
     who = principal.name if principal else ANONYMOUS_SENTINEL
-    if await run_in_threadpool(store.count_unfinished, who) >= settings.max_active_exports_per_principal:
-        raise ExportError(
-            Code.RESOURCE_EXHAUSTED,
-            f"{who} already has {settings.max_active_exports_per_principal} "
-            "exports queued or running; wait for one to finish",
-        )
-    if await run_in_threadpool(store.count_unfinished, None, (State.QUEUED,)) >= settings.max_queue:
-        raise ExportError(Code.RESOURCE_EXHAUSTED, f"the export queue is full ({settings.max_queue} queued)")
-    operation = await run_in_threadpool(store.create_operation, row.parent, row.name, config, who)
+    # The limits are checked in the transaction that creates the operation (no race between them).
+    limits = Limits(per_principal=settings.max_active_exports_per_principal, queue=settings.max_queue)
+    operation = await run_in_threadpool(
+        partial(store.create_operation, destination=export.destination, limits=limits),
+        row.parent,
+        row.name,
+        config,
+        who,
+    )
+    await run_in_threadpool(request.app.state.runner.submit, operation)
     return operation_json(operation)
 
 

@@ -1,0 +1,240 @@
+"""The one job function, for both job runners (the embedded pool and Celery): claim an operation
+in the store, run its export, record its one result.
+
+The store's claim decides who runs an operation; a job delivered twice gets a refused claim and
+does nothing. While the job runs, a heartbeat thread renews the claim every second. From the start
+of the publish stage to the recorded result the job holds the operation's row
+(``Store.publishing``): a job whose claim is no longer current (it stalled, and the operation was
+handed to another worker) publishes nothing and its result is dropped. Any exception ends the
+operation with its cause; none ends the worker.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from exporter.core.clock import rfc3339_millis
+from exporter.core.errors import Code, ExportError
+from exporter.core.formats import DestinationKind
+from exporter.core.request import ExportRequest, parse_output_config
+from exporter.destinations.local import local_path
+from exporter.service.outputs import check_destination, output_roots, project_of
+from exporter.service.protection import export_sandbox
+from exporter.service.settings import ServiceSettings
+from exporter.service.store import OperationRow, State, Store
+
+log = logging.getLogger("exporter.jobs")
+
+# progressPercent as each stage of an export ends (the publish ends with the result: 100).
+STAGE_PERCENT = {"load": 10, "convert": 50, "verify": 85}
+HEARTBEAT_SECONDS = 1.0
+
+
+class Heartbeat(threading.Thread):
+    """Renews the claim every second; `lost` is set once the claim is no longer current.
+    `on_beat` runs at each beat (an embedded worker checks that its server still lives)."""
+
+    def __init__(self, store: Store, row: OperationRow, lease_seconds: float, on_beat: Callable[[], None] | None):
+        super().__init__(daemon=True, name=f"heartbeat-{row.id}")
+        self.store, self.row, self.lease_seconds, self.on_beat = store, row, lease_seconds, on_beat
+        self.stopped, self.lost = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(HEARTBEAT_SECONDS):
+            if self.on_beat is not None:
+                self.on_beat()
+            try:
+                if not self.store.renew(self.row.id, self.row.fence, self.lease_seconds):
+                    self.lost.set()
+            except Exception as error:  # noqa: BLE001  (the store is down a moment: beat again)
+                log.warning("heartbeat of %s failed: %s", self.row.name, error)
+
+
+class Drain(threading.Thread):
+    """On a stop request (SIGTERM), lets the running job finish for up to `drain_seconds`, then
+    hands it back to the queue (not counted as an attempt) and ends the process: a conversion in
+    progress cannot be interrupted otherwise, and the next holder starts it again."""
+
+    def __init__(self, store: Store, row: OperationRow, stopping: threading.Event, drain_seconds: float):
+        super().__init__(daemon=True, name=f"drain-{row.id}")
+        self.store, self.row, self.stopping, self.drain_seconds = store, row, stopping, drain_seconds
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if self.stopping.wait(0.2):
+                break
+        if self.done.is_set() or self.done.wait(self.drain_seconds):
+            return
+        handed = self.store.hand_back(self.row.id, self.row.fence)
+        log.warning(
+            "stopping: %s %s after %gs of drain",
+            self.row.name,
+            "handed back" if handed else "not held",
+            self.drain_seconds,
+        )
+        logging.shutdown()
+        os._exit(0)
+
+
+def destination_options(settings: ServiceSettings, row: OperationRow, request: ExportRequest) -> dict:
+    """The destination checked again as the job starts (settings or folders may have changed
+    since it was queued), and, for a local folder, the roots the destination walks from without
+    following links, up to the publish."""
+    if request.row.destination is not DestinationKind.GCS:
+        return {}
+    project = project_of(row.name)
+    check_destination(request.destination, settings, project)
+    if local_path(request.destination) is None:
+        return {}  # gs://
+    return {"output_roots": [str(root) for root in output_roots(settings, project)]}
+
+
+def remove_dead_staging(row: OperationRow, request: ExportRequest, options: dict) -> list[str]:
+    """Staging folders that earlier attempts of this operation left in a local destination.
+
+    Every attempt of an operation stages under the same final name (it carries the create time,
+    unique per destination), so ``.model-export-*-<create time>.*.partial`` names only this
+    operation's. Each is removed through the destination, which reaches the folder without
+    following links."""
+    from exporter.destinations import open_destination
+
+    folder = local_path(request.destination) if request.row.destination is DestinationKind.GCS else None
+    if folder is None or not folder.is_dir():
+        return []
+    pattern = f".model-export-*-{rfc3339_millis(row.create_time)}.*.partial"
+    dead = [name for name in os.listdir(folder) if fnmatch.fnmatchcase(name, pattern)]
+    if dead:
+        destination = open_destination(request, **options)
+        for name in dead:
+            destination.discard(Path(name))
+    return dead
+
+
+def job_error(error: BaseException) -> ExportError:
+    """The operation's error for any exception a job raised: its cause, never a dead worker.
+
+    google-auth's errors (raised where gs:// is used) say which credential is missing or refused,
+    wherever they are in the cause chain."""
+    from google.auth import exceptions as auth
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, auth.DefaultCredentialsError):
+            return ExportError(
+                Code.FAILED_PRECONDITION,
+                "no Google Cloud credentials on the worker for the gs:// destination or source: set "
+                f"GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, or run where application default "
+                f"credentials exist ({cause})",
+            )
+        if isinstance(cause, auth.RefreshError):
+            return ExportError(Code.UNAUTHENTICATED, f"Google Cloud refused the worker's credentials: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, ExportError):
+        return error
+    return ExportError(Code.INTERNAL, f"the export failed: {type(error).__name__}: {error}")
+
+
+def run_operation(
+    store: Store,
+    settings: ServiceSettings,
+    owner: str,
+    op_id: str | None = None,
+    *,
+    stopping: threading.Event | None = None,
+    on_beat: Callable[[], None] | None = None,
+) -> bool:
+    """Claim `op_id` (else the oldest queued operation) for `owner` and run it to its result.
+    False when there was nothing to claim (a job delivered again, or an empty queue)."""
+    row = store.claim(owner, settings.lease_seconds, op_id)
+    if row is None:
+        return False
+    heartbeat = Heartbeat(store, row, settings.lease_seconds, on_beat)
+    heartbeat.start()
+    drain = Drain(store, row, stopping, settings.drain_seconds) if stopping is not None else None
+    if drain is not None:
+        drain.start()
+    try:
+        state, values = _attempt(store, settings, row, heartbeat)
+    finally:
+        heartbeat.stopped.set()
+        if drain is not None:
+            drain.done.set()
+    if state is None:
+        return True  # recorded in the publish transaction
+    if not store.finish(row.id, row.fence, state, **values):
+        log.warning("%s: attempt %d's result dropped: its claim is no longer current", row.name, row.fence)
+    return True
+
+
+def _attempt(
+    store: Store, settings: ServiceSettings, row: OperationRow, heartbeat: Heartbeat
+) -> tuple[State | None, dict]:
+    """Run the export; (None, {}) when the result was recorded with the publish, else the end
+    to record."""
+    from exporter.run import export_model
+
+    publishing = store.publishing(row.id, row.fence)
+
+    def progress(stage: str, event: str) -> None:
+        if stage == "publish":
+            if event == "start":
+                check_cancel()
+                # Held from here to the recorded result: a stale claim publishes nothing.
+                publishing.__enter__()
+            return
+        check_cancel()
+        if event == "done":
+            store.progress(row.id, row.fence, STAGE_PERCENT[stage])
+
+    def check_cancel() -> None:
+        if heartbeat.lost.is_set():
+            raise ExportError(Code.ABORTED, "this attempt's claim on the operation is no longer current")
+        if store.cancel_requested(row.id):
+            raise ExportError(Code.CANCELLED, "the operation was cancelled")
+
+    try:
+        model = store.get_model(row.model_name)
+        if model is None:
+            raise ExportError(Code.NOT_FOUND, f"model {row.model_name} no longer exists")
+        request = parse_output_config(row.output_config)
+        options = destination_options(settings, row, request)
+        if row.fence > 1 and (dead := remove_dead_staging(row, request, options)):
+            log.info("%s: removed staging folders of earlier attempts: %s", row.name, ", ".join(dead))
+        sandbox = export_sandbox(settings)  # an imported model is not trusted: refused without it
+        result = export_model(
+            model.path,
+            row.output_config,
+            progress=progress,
+            started=row.create_time,
+            destination_options=options,
+            sandbox=sandbox,
+            keep_failed_report=False,  # stored with the operation instead, served by :exportReport
+        )
+        # outputInfo has only gcsOutputDirectory: a pushed image is named in the report instead.
+        folder = request.row.destination is DestinationKind.GCS
+        recorded = publishing.finish(
+            State.SUCCEEDED,
+            progress_percent=100,
+            output_dir=result.output_dir if folder else None,
+            report=result.report,
+        )
+        if not recorded:
+            log.warning("%s: published without a held claim; result not recorded", row.name)
+        return None, {}
+    except BaseException as raised:  # noqa: BLE001  (any cause ends the operation, not the worker)
+        publishing.close()  # before the end is recorded in another transaction
+        if not isinstance(raised, Exception):
+            raise  # KeyboardInterrupt, SystemExit: the process stops; the store requeues its job
+        error = job_error(raised)
+        if not isinstance(raised, ExportError):
+            log.exception("%s failed", row.name)
+        state = State.CANCELLED if error.code is Code.CANCELLED else State.FAILED
+        return state, {"error": error.to_status(), "report": getattr(raised, "report", None)}
+    finally:
+        publishing.close()

@@ -1,0 +1,167 @@
+"""Faults against the embedded pool: real `exporter serve`, real worker processes, a real
+PostgreSQL store. Each ends with exactly one result per operation and one folder per export.
+
+The exports here run without the sandbox (EXPORTER_SANDBOX=off): what is under test is who runs
+and publishes an export, and a conversion in the worker process itself dies with it on kill -9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from conftest import CACHE
+from exporter.service.store import Store
+from fleet_harness import create_database, drop_database, exports_and_staging, wait_for
+from service_harness import PARENT, Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fleet(tmp_path, canary_model):
+    database = create_database()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+    outputs = tmp_path / "exports"
+    outputs.mkdir()
+    servers: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = Server(
+            tmp_path,
+            import_roots=[CACHE],
+            output_roots=[outputs],
+            **{
+                "EXPORTER_DATABASE_URL": url,
+                "EXPORTER_SANDBOX": "off",
+                "EXPORTER_LIVENESS_SECONDS": "3",
+                "EXPORTER_DRAIN_SECONDS": "1",
+                "EXPORTER_MAX_ATTEMPTS": "2",
+                **env,
+            },
+        )
+        if servers:
+            server.port = servers[0].port
+        servers.append(server.start())
+        return server
+
+    store = Store(url)
+    yield start, store, outputs, canary_model
+    for server in servers:
+        server.stop()
+    store.engine.dispose()
+    drop_database(database)
+
+
+def _import_and_export(server: Server, canary_model, outputs, folder: str = "out") -> str:
+    imported = server.call(
+        "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
+    )
+    assert imported.status_code == 200, imported.text
+    body = {"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs / folder)}}}
+    response = server.call("POST", f"{PARENT}/models/canary:export", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["name"]
+
+
+def _holder_pid(server: Server, store: Store, name: str) -> int:
+    """The pid of the worker that holds `name` once its export is past the load stage."""
+    row = wait_for(
+        lambda: (r := store.get_operation(name)) and r.state == "running" and r.progress_percent >= 10 and r,
+        120,
+        "the export to be converting",
+        every=0.05,
+    )
+    return server.health()["workers"][row.lease_owner]
+
+
+def test_kill_9_of_a_worker_mid_export_the_other_finishes_it(fleet):
+    start, store, outputs, canary = fleet
+    server = start()
+    name = _import_and_export(server, canary, outputs)
+    os.kill(_holder_pid(server, store, name), signal.SIGKILL)
+    done = server.wait(name, timeout=180)
+    assert "response" in done, done
+    row = store.get_operation(name)
+    assert (row.attempts, row.fence) == (2, 2)  # the killed attempt counted
+    folders, staging = exports_and_staging(outputs / "out")
+    assert len(folders) == 1 and staging == []  # the dead attempt's staging folder is gone
+
+
+def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(fleet):
+    start, store, outputs, canary = fleet
+    server = start()
+    name = _import_and_export(server, canary, outputs)
+    stalled = _holder_pid(server, store, name)
+    os.kill(stalled, signal.SIGSTOP)
+    try:
+        # Requeued within seconds (liveness 3 s, lease 6 s), run by the other worker to its end.
+        done = server.wait(name, timeout=180)
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+    assert "response" in done, done
+    assert store.get_operation(name).fence == 2
+    time.sleep(8)  # the stale worker runs on: its heartbeat is refused, so it stops and publishes nothing
+    row = store.get_operation(name)
+    assert (row.state, row.fence, row.output_dir) == (
+        "succeeded",
+        2,
+        done["metadata"]["exportModelDetails"]["outputInfo"]["gcsOutputDirectory"],
+    )
+    folders, staging = exports_and_staging(outputs / "out")
+    assert len(folders) == 1 and staging == []
+    log = (server.data_dir / f"server-{server.port}.log").read_text()
+    assert "Traceback" not in log
+
+
+def test_sigterm_of_the_server_hands_the_running_job_back_uncounted(fleet):
+    start, store, outputs, canary = fleet
+    server = start(EXPORTER_MAX_ATTEMPTS="1")  # a counted hand-back would fail it for good
+    name = _import_and_export(server, canary, outputs)
+    _holder_pid(server, store, name)
+    server.stop()  # SIGTERM: 1 s of drain, then the job goes back to the queue
+    row = store.get_operation(name)
+    assert (row.state, row.attempts, row.lease_owner) == ("queued", 0, None)
+    again = start(EXPORTER_MAX_ATTEMPTS="1")
+    done = again.wait(name, timeout=180)
+    assert "response" in done, done
+    assert store.get_operation(name).attempts == 1
+    folders, staging = exports_and_staging(outputs / "out")
+    assert len(folders) == 1 and staging == []
+
+
+def test_20_clients_at_once_limits_exact_folders_unique(fleet):
+    """20 clients post at the same moment into one folder: exactly the limit gets in, every
+    accepted export ends with its own folder, none is lost or run twice."""
+    start, store, outputs, canary = fleet
+    server = start(EXPORTER_MAX_ACTIVE_EXPORTS_PER_PRINCIPAL="6")
+    server.wait(_import_and_export(server, canary, outputs, folder="warm"))  # the model imported
+    body = json.dumps({"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs / "burst")}}})
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1beta1/{PARENT}/models/canary:export",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(post, range(20)))
+    accepted = [r.json()["name"] for r in responses if r.status_code == 200]
+    refused = [r.json()["error"]["status"] for r in responses if r.status_code != 200]
+    assert len(accepted) == 6 and refused == ["RESOURCE_EXHAUSTED"] * 14
+    for name in accepted:
+        assert "response" in server.wait(name, timeout=300)
+    folders, staging = exports_and_staging(outputs / "burst")
+    assert len(folders) == 6 and staging == []
+    assert sorted(store.get_operation(n).output_dir for n in accepted) == sorted(
+        str(outputs / "burst" / f) for f in folders
+    )
+    assert {store.get_operation(n).attempts for n in accepted} == {1}
