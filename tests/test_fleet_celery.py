@@ -1,0 +1,217 @@
+"""Faults against a Celery fleet: a real Redis broker of the test's own, a real PostgreSQL store,
+`exporter serve` with EXPORTER_RUNNER=celery and two `exporter worker` processes. Each ends with
+exactly one result per operation and one folder per export.
+
+The exports run without the sandbox (EXPORTER_SANDBOX=off), as in test_fleet_embedded.py: a
+conversion in the worker process dies with it on kill -9.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from conftest import CACHE
+from exporter.service.celery_runner import TASK, make_celery
+from exporter.service.settings import ServiceSettings
+from exporter.service.store import Store
+from fleet_harness import (
+    CeleryWorker,
+    RedisServer,
+    create_database,
+    drop_database,
+    exports_and_staging,
+    wait_for,
+)
+from service_harness import PARENT, Server
+
+pytestmark = pytest.mark.slow
+
+
+class Fleet:
+    def __init__(self, folder, canary_model):
+        self.folder, self.canary = folder, canary_model
+        self.outputs = folder / "exports"
+        self.outputs.mkdir()
+        self.redis = RedisServer(folder).start()
+        self.database = create_database()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}"
+        self.env = {
+            **os.environ,
+            "EXPORTER_RUNNER": "celery",
+            "EXPORTER_BROKER_URL": self.redis.url,
+            "EXPORTER_DATABASE_URL": self.url,
+            "EXPORTER_DATA_DIR": str(folder),
+            "EXPORTER_IMPORT_ROOTS": json.dumps([str(CACHE)]),
+            "EXPORTER_OUTPUT_ROOTS": json.dumps([str(self.outputs)]),
+            "EXPORTER_SANDBOX": "off",
+            "EXPORTER_LEASE_SECONDS": "6",
+            "EXPORTER_LIVENESS_SECONDS": "3",
+            "EXPORTER_DRAIN_SECONDS": "1",
+            "EXPORTER_MAX_ATTEMPTS": "2",
+        }
+        self.server = self.start_server()
+        self.store = Store(self.url)
+        self.workers = {name: CeleryWorker(name, self.env, folder).start() for name in ("w1", "w2")}
+        imported = self.server.call(
+            "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
+        )
+        assert imported.status_code == 200, imported.text
+
+    def start_server(self) -> Server:
+        server = Server(self.folder, [CACHE], [self.outputs], **{**self.env, "EXPORTER_WORKERS": "0"})
+        if getattr(self, "server", None) is not None:
+            server.port = self.server.port
+        return server.start()
+
+    def revive(self) -> None:
+        """A worker that a test killed is started again for the next test."""
+        for name, worker in list(self.workers.items()):
+            if worker.process.poll() is not None:
+                self.workers[name] = CeleryWorker(name, self.env, self.folder).start()
+
+    def export(self, folder: str) -> str:
+        body = {"outputConfig": {"gcsDestination": {"outputUriPrefix": str(self.outputs / folder)}}}
+        response = self.server.call("POST", f"{PARENT}/models/canary:export", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["name"]
+
+    def holder(self, name: str) -> CeleryWorker:
+        """The worker running `name`, once its export is past the load stage."""
+        row = wait_for(
+            lambda: (r := self.store.get_operation(name)) and r.state == "running" and r.progress_percent >= 10 and r,
+            120,
+            "the export to be converting",
+            every=0.05,
+        )
+        pid = int(row.lease_owner.split("/")[2])  # host/celery/PID/random
+        return next(w for w in self.workers.values() if w.pid == pid)
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        self.server.stop()
+        self.store.engine.dispose()
+        self.redis.stop()
+        drop_database(self.database)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, canary_model):
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"), canary_model)
+    yield fleet
+    fleet.close()
+
+
+@pytest.fixture
+def live_fleet(fleet):
+    fleet.revive()
+    return fleet
+
+
+def test_kill_9_of_a_worker_mid_export_the_other_finishes_it(live_fleet):
+    fleet = live_fleet
+    name = fleet.export("killed")
+    fleet.holder(name).signal(signal.SIGKILL)
+    done = fleet.server.wait(name, timeout=180)
+    assert "response" in done, done
+    row = fleet.store.get_operation(name)
+    assert (row.attempts, row.fence) == (2, 2)
+    folders, staging = exports_and_staging(fleet.outputs / "killed")
+    assert len(folders) == 1 and staging == []
+
+
+def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(live_fleet):
+    fleet = live_fleet
+    name = fleet.export("stalled")
+    stalled = fleet.holder(name)
+    stalled.signal(signal.SIGSTOP)
+    try:
+        done = fleet.server.wait(name, timeout=180)  # requeued within seconds, run by the other worker
+    finally:
+        stalled.signal(signal.SIGCONT)
+    assert "response" in done, done
+    time.sleep(8)  # the stale worker runs on: refused at its next heartbeat, it publishes nothing
+    row = fleet.store.get_operation(name)
+    assert (row.state, row.fence, row.attempts) == ("succeeded", 2, 2)
+    folders, staging = exports_and_staging(fleet.outputs / "stalled")
+    assert len(folders) == 1 and staging == []
+    assert stalled.process.poll() is None  # the stale worker is alive and serving, not crashed
+
+
+def test_a_job_delivered_again_is_a_no_op(live_fleet):
+    fleet = live_fleet
+    name = fleet.export("twice")
+    done = fleet.server.wait(name, timeout=180)
+    assert "response" in done, done
+    before = fleet.store.get_operation(name)
+    app = make_celery(ServiceSettings(runner="celery", broker_url=fleet.redis.url, database_url=fleet.url))
+    for _ in range(3):  # what Redis does after a visibility timeout: the same job again
+        app.send_task(TASK, args=[before.id], queue="exports")
+    time.sleep(5)
+    after = fleet.store.get_operation(name)
+    assert (after.fence, after.attempts, after.state, after.update_time) == (
+        before.fence,
+        before.attempts,
+        "succeeded",
+        before.update_time,
+    )
+    folders, _ = exports_and_staging(fleet.outputs / "twice")
+    assert len(folders) == 1
+
+
+def test_sigterm_of_a_worker_hands_its_job_back_uncounted(live_fleet):
+    fleet = live_fleet
+    name = fleet.export("handed-back")
+    leaving = fleet.holder(name)
+    leaving.signal(signal.SIGTERM)  # warm shutdown: 1 s of drain, then the job goes back
+    leaving.process.wait(timeout=60)
+    done = fleet.server.wait(name, timeout=180)  # sent again, run by the other worker
+    assert "response" in done, done
+    row = fleet.store.get_operation(name)
+    assert (row.attempts, row.fence) == (1, 2)  # two claims, one counted attempt
+    folders, staging = exports_and_staging(fleet.outputs / "handed-back")
+    assert len(folders) == 1 and staging == []
+
+
+def test_restart_of_the_api_during_a_run_loses_nothing(live_fleet):
+    fleet = live_fleet
+    name = fleet.export("api-restart")
+    fleet.holder(name)
+    fleet.server.stop()  # the job runs on in its worker meanwhile
+    fleet.server = fleet.start_server()
+    done = fleet.server.wait(name, timeout=180)
+    assert "response" in done, done
+    assert fleet.store.get_operation(name).attempts == 1
+    folders, staging = exports_and_staging(fleet.outputs / "api-restart")
+    assert len(folders) == 1 and staging == []
+
+
+def test_20_clients_at_once_limits_exact_folders_unique(live_fleet):
+    fleet = live_fleet
+    body = json.dumps({"outputConfig": {"gcsDestination": {"outputUriPrefix": str(fleet.outputs / "burst")}}})
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{fleet.server.url}/v1beta1/{PARENT}/models/canary:export",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(post, range(20)))
+    accepted = [r.json()["name"] for r in responses if r.status_code == 200]
+    refused = [r.json()["error"]["status"] for r in responses if r.status_code != 200]
+    assert len(accepted) == 8 and refused == ["RESOURCE_EXHAUSTED"] * 12  # the default limit, 8
+    for name in accepted:
+        assert "response" in fleet.server.wait(name, timeout=300)
+    folders, staging = exports_and_staging(fleet.outputs / "burst")
+    assert len(folders) == 8 and staging == []
+    assert {fleet.store.get_operation(n).attempts for n in accepted} == {1}
