@@ -66,6 +66,10 @@ def _bytes(value) -> str:
     return "-" if value is None else f"{value / 1e6:.2f} MB"
 
 
+def _gigabytes(value) -> str:
+    return "-" if value is None else f"{value / 1e9:.1f} GB"
+
+
 def markdown(result: dict) -> str:
     machine = result["machine"]
     settings = result["settings"]
@@ -73,7 +77,7 @@ def markdown(result: dict) -> str:
         f"Model {result['model']['displayName']} ({result['model']['input']}), {result['model']['heldoutImages']} "
         f"held-out images; steady state: at least {settings['minCount']} runs and {settings['minSeconds']} s at "
         f"batch 1 after {settings['warmup']} warm-up runs. Machine: {machine['cpus']} x {machine['architecture']} "
-        f"({machine['cpu']}), {_bytes(machine['memoryBytes'])} memory, {machine['os']}.",
+        f"({machine['cpu']}), {_gigabytes(machine['memoryBytes'])} memory, {machine['os']}.",
         "",
         "| format | target | status | size | accuracy | agreement | load+init ms | first ms | warm-up ms "
         "| p50 ms | p90 ms | p99 ms | images/s | peak memory | threads | runtime | export s |",
