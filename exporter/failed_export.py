@@ -27,6 +27,8 @@ from exporter.core.errors import Code, ExportError
 from exporter.core.report import REPORT_FILE, write_report
 
 FAILED_SUFFIX = ".failed"
+# A budget looser than this is no remedy worth naming: the artifact would no longer be the model.
+MAX_SUGGESTED_BUDGET = 0.10
 
 
 class ExportFailed(ExportError):
@@ -52,8 +54,12 @@ def _budget_that_passes(row, check: dict) -> dict | None:
     flips = decided - check.get("agreeing", decided)
     if param is None or not decided or flips <= check.get("allowed_disagreements", 0):
         return None
-    value = f"{math.ceil(flips / decided * 1000) / 1000:g}"  # a fraction of decided images
-    if param.problem(value) is not None:
+    limit = (check.get("tolerance") or {}).get("max_abs_diff")
+    if limit is not None and check.get("max_abs_diff", 0) > limit:
+        return None  # the scores are off too: no budget of flips alone makes it pass
+    needed = math.ceil(flips / decided * 1000) / 1000  # a fraction of decided images
+    value = f"{needed:g}"
+    if needed > MAX_SUGGESTED_BUDGET or param.problem(value) is not None:
         return None
     return {
         "params": {"max_disagreement": value},
@@ -99,11 +105,18 @@ def suggested_params(row, params: dict[str, str], check: dict | None) -> list[di
 
 
 def _remedy_text(entry) -> str:
+    """One try of the converter's remedies (converters/quantization_budget.py's entries), short."""
     if not isinstance(entry, dict):
         return str(entry)
-    name = entry.get("remedy") or entry.get("name") or entry.get("step") or "remedy"
-    measured = [f"{key} {entry[key]}" for key in ("agreeing", "decided", "flips", "passed") if key in entry]
-    return f"{name} ({', '.join(measured)})" if measured else str(name)
+    what = [str(entry.get("remedy") or entry.get("name") or "remedy")]
+    if "calibration_images" in entry:
+        what.append(f"{entry['calibration_images']} calibration images")
+    if entry.get("float_layers"):
+        what.append(f"{len(entry['float_layers'])} layers in float")
+    if "flips" in entry and "decided" in entry:
+        allowed = f", allowed {entry['allowed']}" if "allowed" in entry else ""
+        return f"{', '.join(what)}: {entry['flips']} of {entry['decided']} flip{allowed}"
+    return ", ".join(what)
 
 
 def explain(error: ExportError, check: dict | None, suggestions: list[dict]) -> str:

@@ -92,6 +92,9 @@ def test_a_missed_tolerance_says_what_would_pass_and_keeps_its_report(float16_ho
     # TensorFlow's by more than 1e-4 too: its logits are sums near 32768).
     (float32,) = [s for s in report["suggestedParams"] if s["params"] == {"quantization": "float32"}]
     assert float32["outcome"] == "not measured"
+    # Its scores are off as well as its top-1: no budget of flips is offered as passing.
+    assert "passes with" not in error.message
+    assert all(s["outcome"] == "not measured" for s in report["suggestedParams"])
 
 
 def test_the_cli_prints_where_the_failed_report_is(float16_hostile_model, tmp_path):
@@ -130,3 +133,42 @@ def test_a_sandboxed_export_reports_the_same_numbers(float16_hostile_model, tmp_
     assert check["passed"] is False and check["decided"] > check["agreeing"]
     assert "may pass with (not measured) params quantization=float32" in raised.value.message
     assert raised.value.report_path.is_file()
+
+
+def measured(flips: int, decided: int = 360, max_abs_diff: float = 0.2, limit: float | None = None) -> dict:
+    """A failed check as converters/verification.py records it (the fields the suggestions read)."""
+    return {
+        "decided": decided,
+        "agreeing": decided - flips,
+        "allowed_disagreements": 7,
+        "max_abs_diff": max_abs_diff,
+        "tolerance": {"max_disagreement_fraction": 0.02, "max_abs_diff": limit},
+    }
+
+
+def test_a_looser_budget_is_offered_only_where_it_passes():
+    from exporter.core.formats import TFLITE_QUANTIZATION, DestinationKind, FormatRow, Param
+    from exporter.failed_export import suggested_params
+
+    budget = Param("max_disagreement", "auto", "a fraction of the decided images", check=lambda v: None)
+    row = FormatRow("tflite", "TFLite", ("model.tflite",), DestinationKind.GCS, (TFLITE_QUANTIZATION, budget))
+    uint8 = {"quantization": "uint8"}
+    (passes, float16) = suggested_params(row, uint8, measured(flips=12))
+    assert passes == {
+        "params": {"max_disagreement": "0.034"},
+        "outcome": "passes",
+        "why": "the 12 flips measured on 360 decided images fit a budget of 0.034",
+    }
+    assert float16["params"] == {"quantization": "float16"} and float16["outcome"] == "not measured"
+    # 0.034 of 360 is 12.24: floor(12.24) = 12 flips allowed, exactly what was measured.
+    assert int(0.034 * 360 + 1e-9) == 12
+    # Scores off as well, or a budget past 10%: no budget offered.
+    assert [s["params"] for s in suggested_params(row, uint8, measured(12, max_abs_diff=0.3, limit=0.05))] == [
+        {"quantization": "float16"}
+    ]
+    assert [s["params"] for s in suggested_params(row, uint8, measured(flips=40))] == [{"quantization": "float16"}]
+    # A format without the param: only what it takes.
+    no_budget = FormatRow("tflite", "TFLite", ("model.tflite",), DestinationKind.GCS, (TFLITE_QUANTIZATION,))
+    assert [s["params"] for s in suggested_params(no_budget, uint8, measured(flips=12))] == [
+        {"quantization": "float16"}
+    ]
