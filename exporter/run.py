@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from converters import REGISTRY
 from converters.verification import make_reference
+from exporter.cache import ExportCache, steps_through_cache
 from exporter.core.clock import export_folder_name, rfc3339_millis, utc_now
 from exporter.core.errors import Code, ExportError, os_error
 from exporter.core.model_source import ModelSource, read_model
@@ -101,6 +103,7 @@ def export_model(
     destination_options: dict[str, Any] | None = None,
     sandbox: Sandbox | None = None,
     keep_failed_report: bool = True,
+    cache: ExportCache | None = None,
 ) -> ExportResult:
     """Export the model folder `model` as `output_config` (a ModelExportOutputConfig) asks.
 
@@ -113,7 +116,8 @@ def export_model(
     process (TensorFlow is imported there, not here); without one they run in this process.
     Raises ExportError (ExportFailed once staged, with the failed attempt's report, kept in a
     ``.<name>.failed`` folder unless `keep_failed_report` is False); returns where the export
-    landed and its report.
+    landed and its report. With a `cache`, an artifact converted and verified before for the same
+    model content, format and params is reused (``exporter.cache``).
     """
     started = started or utc_now()
     request = parse_output_config(output_config)
@@ -131,7 +135,8 @@ def export_model(
         final_name = export_folder_name(source.display_name, started)
     staging = destination.stage(final_name)  # after the load stage: its end may raise a stop
     try:
-        with export_steps(sandbox, converter, source, staging, request.params) as steps:
+        real_steps = partial(export_steps, sandbox, converter, source, staging, request.params)
+        with steps_through_cache(cache, source, request, staging, rfc3339_millis(started), real_steps) as steps:
             with clock.stage("convert"):
                 steps.convert()
             with clock.stage("verify"):
@@ -146,6 +151,7 @@ def export_model(
                 created=rfc3339_millis(started),
                 sandbox=sandbox.describe() if sandbox else {"mode": "off"},
             )
+            report.update(steps.report)  # whether the artifact came from the export cache
             write_report(report, staging)
             output_dir = destination.publish(staging, final_name, report)
             report.update(destination.details)  # a pushed image: digest, bytes uploaded

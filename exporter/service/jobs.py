@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from exporter.cache import ExportCache
 from exporter.core.clock import rfc3339_millis
 from exporter.core.errors import Code, ExportError
 from exporter.core.formats import DestinationKind
@@ -114,6 +115,12 @@ def remove_dead_staging(row: OperationRow, request: ExportRequest, options: dict
         for name in dead:
             destination.discard(Path(name))
     return dead
+
+
+def export_cache(settings: ServiceSettings) -> ExportCache | None:
+    if settings.export_cache_dir is None:
+        return None
+    return ExportCache(settings.export_cache_dir, settings.export_cache_mb << 20)
 
 
 def job_error(error: BaseException) -> ExportError:
@@ -215,6 +222,7 @@ def _attempt(
             destination_options=options,
             sandbox=sandbox,
             keep_failed_report=False,  # stored with the operation instead, served by :exportReport
+            cache=export_cache(settings),
         )
         # outputInfo has only gcsOutputDirectory: a pushed image is named in the report instead.
         folder = request.row.destination is DestinationKind.GCS

@@ -47,6 +47,10 @@ class ServiceSettings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     # Redis re-delivers a job not acknowledged within this time: longer than the longest export.
     broker_visibility_seconds: float = Field(default=7200.0, gt=0)
+    # The export cache (exporter/cache.py): a folder (shared by the fleet when it is on shared
+    # storage) where converted and verified artifacts are kept for repeats; None: no cache.
+    export_cache_dir: Path | None = None
+    export_cache_mb: int = Field(default=2048, ge=1)
     # A queued operation whose job message may be lost (sent this long ago) is sent again.
     redispatch_seconds: float = Field(default=300.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
