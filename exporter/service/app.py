@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -150,6 +151,13 @@ class GuardMiddleware:
         return None
 
 
+async def _store_unavailable(request: Request, error: OperationalError):
+    # The store is down or locked (PostgreSQL restarting, a network cut): nothing was written,
+    # the client may retry; the API itself stays up and answers again once the store is back.
+    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, error.orig)
+    return error_response(ExportError(Code.UNAVAILABLE, "the operations store is unavailable; retry shortly"))
+
+
 async def _unexpected(request: Request, error: Exception):
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(ExportError(Code.INTERNAL, f"internal error: {type(error).__name__}"))
@@ -179,6 +187,7 @@ def create_app(settings: ServiceSettings | None = None, start_workers: bool = Tr
     app.add_exception_handler(ExportError, _export_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(OperationalError, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/healthz")

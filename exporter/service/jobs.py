@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from exporter.cache import ExportCache
 from exporter.core.clock import rfc3339_millis
 from exporter.core.errors import Code, ExportError
@@ -197,12 +199,20 @@ def _attempt(
             return
         check_cancel()
         if event == "done":
-            store.progress(row.id, row.fence, STAGE_PERCENT[stage])
+            try:
+                store.progress(row.id, row.fence, STAGE_PERCENT[stage])
+            except OperationalError as error:  # the store is down a moment: the export goes on
+                log.warning("%s: progress not recorded: %s", row.name, error.orig)
 
     def check_cancel() -> None:
         if heartbeat.lost.is_set():
             raise ExportError(Code.ABORTED, "this attempt's claim on the operation is no longer current")
-        if store.cancel_requested(row.id):
+        try:
+            cancelled = store.cancel_requested(row.id)
+        except OperationalError as error:  # asked again at the next stage
+            log.warning("%s: cancel not checked: %s", row.name, error.orig)
+            cancelled = False
+        if cancelled:
             raise ExportError(Code.CANCELLED, "the operation was cancelled")
 
     try:

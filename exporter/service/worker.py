@@ -64,7 +64,13 @@ def worker_main(settings_json: str, owner: str) -> None:
     jobs_done = 0
     while not stopping.is_set():
         stop_if_orphaned()
-        if not run_operation(store, settings, owner, stopping=stopping, on_beat=stop_if_orphaned):
+        try:
+            ran = run_operation(store, settings, owner, stopping=stopping, on_beat=stop_if_orphaned)
+        except Exception as error:  # noqa: BLE001  (the store is down: its jobs are requeued when it is back)
+            print(f"exporter worker {owner}: store unavailable: {error}", file=sys.stderr, flush=True)
+            stopping.wait(1.0)
+            continue
+        if not ran:
             stopping.wait(settings.poll_seconds)
             continue
         jobs_done += 1
