@@ -193,6 +193,23 @@ def test_restart_of_the_api_during_a_run_loses_nothing(live_fleet):
     assert len(folders) == 1 and staging == []
 
 
+def test_restart_of_redis_during_a_run_loses_nothing(live_fleet):
+    """Redis restarts empty (no persistence): every message in it is gone. The running job
+    finishes in its worker; one queued while Redis was down is sent once it is back."""
+    fleet = live_fleet
+    running = fleet.export("redis-running")
+    fleet.holder(running)
+    fleet.redis.stop()
+    queued = fleet.export("redis-down")  # accepted: the store queues it; the dispatcher cannot send yet
+    time.sleep(3)
+    fleet.redis.start()  # the same port, empty
+    for name, folder in ((running, "redis-running"), (queued, "redis-down")):
+        done = fleet.server.wait(name, timeout=240)
+        assert "response" in done, done
+        folders, staging = exports_and_staging(fleet.outputs / folder)
+        assert len(folders) == 1 and staging == []
+
+
 def test_20_clients_at_once_limits_exact_folders_unique(live_fleet):
     fleet = live_fleet
     body = json.dumps({"outputConfig": {"gcsDestination": {"outputUriPrefix": str(fleet.outputs / "burst")}}})
