@@ -52,7 +52,8 @@ def label(model_format: str, params: dict) -> str:
 
 def engine_child(model: str, out: str) -> None:
     """In a fresh process: every export in turn; prints the stage seconds and peak memory."""
-    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # as `exporter export` does for tf_js: before TF loads
+    # oneDNN stays on, as with the stock tools: the tf_js export converts in a fresh process
+    # without oneDNN's rewrites (converters/tfjs_graph.py), its cost counted in its convert stage.
     from exporter.run import export_model
 
     exports = []

@@ -7,7 +7,6 @@ cells included; 1 when --baseline finds regressions; 2 for a bad argument.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -52,10 +51,10 @@ def benchmark(
     from exporter.benchmark import benchmark_model
     from exporter.terminal import NativeStderr
 
+    # TF_ENABLE_ONEDNN_OPTS is left as it is: the tflite and TensorFlow rows measure TensorFlow as
+    # it runs by default, and a tf_js export converts in a fresh process without oneDNN's rewrites
+    # (converters/tfjs_graph.py), as the service's workers do.
     format_list = _split(formats)
-    if any(entry.split(":")[0] == "tf_js" for entry in format_list or ["tf_js"]):
-        # Before TensorFlow loads: tf_js converts from a graph without oneDNN's rewrites.
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     with NativeStderr() as native:
         result = benchmark_model(
             model,

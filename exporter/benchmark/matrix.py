@@ -44,11 +44,14 @@ def prepare_workload(source: ModelSource, folder: Path, min_count: int, min_seco
     reference = make_reference(source)
     folder.mkdir(parents=True, exist_ok=True)
     np.ascontiguousarray(reference.inputs, dtype=np.float32).tofile(folder / "inputs.f32")
+    np.ascontiguousarray(reference.images.pixels, dtype=np.uint8).tofile(folder / "pixels.u8")
     labels = reference.images.labels
     meta = {
         "shape": list(reference.inputs.shape),
         "labels": [int(label) for label in labels],
         "source_top1": [int(top) for top in reference.scores.argmax(1)],
+        "mean": list(source.mean),
+        "std": list(source.std),
     }
     (folder / "meta.json").write_text(json.dumps(meta))
     (folder / "png").mkdir(exist_ok=True)

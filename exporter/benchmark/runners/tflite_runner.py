@@ -7,8 +7,11 @@ engine.
     python3 tflite_runner.py MODEL DATA_DIR --runtime ai_edge_litert --threads 1 [--no-xnnpack]
         [--delegate LIB] [--min-count 200] [--min-seconds 2] [--warmup 10]
 
-DATA_DIR holds ``inputs.f32`` (float32 images, normalized as the model expects) and ``meta.json``
-(their shape, the label index of each image, the source model's top-1 on each). Phases are timed
+DATA_DIR holds ``pixels.u8`` (the held-out images as uint8 RGB at the input size) and ``meta.json``
+(their shape, the label index of each image, the source model's top-1 on each, the source's
+normalization). The pixels are fed as a consumer of the file feeds them: ``(pixel - mean) / std``
+with the mean and std of the model's metadata (``--mean``, ``--std``; default the source's), then
+quantized with the input tensor's own scale and zero point when the input is an integer. Phases are timed
 apart as TFLite's benchmark_model does (load and initialization, first inference, warm-up, steady
 state); the steady state runs until both a minimum count and a minimum duration are reached, as
 MLPerf's SingleStream scenario does. Top-1 accuracy and agreement with the source are computed
@@ -120,12 +123,17 @@ def main():
     parser.add_argument("--min-count", type=int, default=200)
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--mean", default=None, help="comma-separated, from the model's metadata")
+    parser.add_argument("--std", default=None, help="comma-separated, from the model's metadata")
     args = parser.parse_args()
 
     np, tflite, version = _load_runtime(args.runtime)
     with open(os.path.join(args.data, "meta.json")) as handle:
         meta = json.load(handle)
-    inputs = np.fromfile(os.path.join(args.data, "inputs.f32"), dtype=np.float32).reshape(meta["shape"])
+    pixels = np.fromfile(os.path.join(args.data, "pixels.u8"), dtype=np.uint8).reshape(meta["shape"])
+    mean = [float(v) for v in args.mean.split(",")] if args.mean else meta["mean"]
+    std = [float(v) for v in args.std.split(",")] if args.std else meta["std"]
+    inputs = (pixels.astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32)
 
     options = {"model_path": args.model, "num_threads": args.threads}
     if args.no_xnnpack:  # the plain builtin kernels, without the default XNNPACK delegate

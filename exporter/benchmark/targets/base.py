@@ -41,7 +41,7 @@ class Artifact:
 class Workload:
     """The held-out images every target runs, and how long the steady state lasts."""
 
-    data_dir: Path  # inputs.f32, meta.json and png/ (see runners/tflite_runner.py)
+    data_dir: Path  # inputs.f32 (normalized), pixels.u8, meta.json and png/ (see runners/tflite_runner.py)
     images: int
     min_count: int
     min_seconds: float
@@ -68,6 +68,17 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def measure(self, artifact: Artifact, workload: Workload) -> dict:
         """Run `artifact` on the workload here; the runner's JSON."""
+
+
+def tflite_feed(model: Path) -> list[str]:
+    """The runner's --mean and --std: the normalization the model's own metadata tells its
+    consumers to apply (MediaPipe reads the same); none for a file without metadata."""
+    from converters.tflite_metadata import read_metadata
+
+    found = read_metadata(model.read_bytes())
+    if found is None:
+        return []
+    return [f"--mean={','.join(map(str, found['mean']))}", f"--std={','.join(map(str, found['std']))}"]
 
 
 def run_json(command: list[str], timeout: float, env: dict[str, str] | None = None) -> dict:

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.benchmark.targets.base import RUNNERS, Artifact, NotRunnable, Target, Workload, run_json
+from exporter.benchmark.targets.base import RUNNERS, Artifact, NotRunnable, Target, Workload, run_json, tflite_feed
 from exporter.benchmark.targets.local import TIMEOUT, runner_env
 
 LIBRARY = "libedgetpu.so.1"
@@ -38,6 +38,7 @@ class EdgeTpu(Target):
         model = artifact.folder / "edgetpu_model.tflite"
         command = [sys.executable, str(RUNNERS / "tflite_runner.py"), str(model), str(workload.data_dir)]
         command += ["--runtime=ai_edge_litert", "--threads=1", f"--delegate={find_libedgetpu()}"]
+        command += tflite_feed(artifact.folder / "model.tflite")  # the compiler keeps the CPU model's input
         return run_json(command + workload.runner_options(), TIMEOUT, runner_env())
 
 

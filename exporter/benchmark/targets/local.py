@@ -11,16 +11,13 @@ import os
 import sys
 from dataclasses import dataclass
 
-from exporter.benchmark.targets.base import RUNNERS, Artifact, Target, Workload, run_json
+from exporter.benchmark.targets.base import RUNNERS, Artifact, Target, Workload, run_json, tflite_feed
 
 TIMEOUT = 1800
 
 
 def runner_env() -> dict[str, str]:
-    # The CLI turns oneDNN's graph rewrites off for tf_js conversions; TensorFlow rows measure
-    # TensorFlow as it runs by default.
-    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
-    return {**env, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 @dataclass
@@ -40,8 +37,9 @@ class LiteRtCpu(Target):
     xnnpack: bool = True
 
     def measure(self, artifact: Artifact, workload: Workload) -> dict:
-        command = [sys.executable, str(RUNNERS / "tflite_runner.py"), str(artifact.folder / "model.tflite")]
-        command += [str(workload.data_dir), "--runtime=ai_edge_litert", f"--threads={self.threads}"]
+        model = artifact.folder / "model.tflite"
+        command = [sys.executable, str(RUNNERS / "tflite_runner.py"), str(model), str(workload.data_dir)]
+        command += ["--runtime=ai_edge_litert", f"--threads={self.threads}", *tflite_feed(model)]
         if not self.xnnpack:
             command.append("--no-xnnpack")
         return run_json(command + workload.runner_options(), TIMEOUT, runner_env())

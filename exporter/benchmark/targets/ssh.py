@@ -23,6 +23,7 @@ from exporter.benchmark.targets.base import (
     Target,
     Workload,
     parse_runner_output,
+    tflite_feed,
 )
 
 CONNECT_SECONDS = 10
@@ -118,13 +119,14 @@ class SshDevice(Target):
             sftp.put(str(RUNNERS / "tflite_runner.py"), f"{folder}/tflite_runner.py")
             sftp.put(str(artifact.folder / "model.tflite"), f"{folder}/model.tflite")
             sftp.mkdir(f"{folder}/data")
-            for name in ("inputs.f32", "meta.json"):
+            for name in ("pixels.u8", "meta.json"):
                 sftp.put(str(workload.data_dir / name), f"{folder}/data/{name}")
         finally:
             sftp.close()
         device = self.device
         command = [device.python, "tflite_runner.py", "model.tflite", "data", f"--runtime={device.runtime}"]
-        command += [f"--threads={device.threads}", *workload.runner_options()]
+        command += [f"--threads={device.threads}", *tflite_feed(artifact.folder / "model.tflite")]
+        command += workload.runner_options()
         status, out, err = self._exec(client, f"cd {shlex.quote(folder)} && {shlex.join(command)}", timeout=RUN_SECONDS)
         if status == NOT_FOUND_STATUS:
             raise NotRunnable(f"{self.where}: {device.python} is not found on the device")
