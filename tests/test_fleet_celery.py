@@ -52,7 +52,7 @@ class Fleet:
             "EXPORTER_OUTPUT_ROOTS": json.dumps([str(self.outputs)]),
             "EXPORTER_SANDBOX": "off",
             "EXPORTER_LEASE_SECONDS": "6",
-            "EXPORTER_LIVENESS_SECONDS": "3",
+            "EXPORTER_LIVENESS_SECONDS": "5",
             "EXPORTER_DRAIN_SECONDS": "1",
             "EXPORTER_MAX_ATTEMPTS": "2",
         }

@@ -24,8 +24,38 @@ from service_harness import PARENT, Server
 pytestmark = pytest.mark.slow
 
 
+def _settings(url: str, **env: str) -> dict[str, str]:
+    return {
+        "EXPORTER_DATABASE_URL": url,
+        "EXPORTER_SANDBOX": "off",
+        "EXPORTER_LIVENESS_SECONDS": "5",
+        "EXPORTER_DRAIN_SECONDS": "1",
+        "EXPORTER_MAX_ATTEMPTS": "2",
+        **env,
+    }
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, canary_model):
+    """One server (2 workers, a limit of 6 exports per principal) for the tests that need no
+    restart of their own; each writes into its own folder."""
+    folder = tmp_path_factory.mktemp("embedded")
+    database = create_database()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+    outputs = folder / "exports"
+    outputs.mkdir()
+    server = Server(folder, [CACHE], [outputs], **_settings(url, EXPORTER_MAX_ACTIVE_EXPORTS_PER_PRINCIPAL="6")).start()
+    store = Store(url)
+    _import(server, canary_model)
+    yield server, store, outputs
+    server.stop()
+    store.engine.dispose()
+    drop_database(database)
+
+
 @pytest.fixture
 def fleet(tmp_path, canary_model):
+    """Servers started by the test (the same port, store and folders on each restart)."""
     database = create_database()
     url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
     outputs = tmp_path / "exports"
@@ -33,19 +63,7 @@ def fleet(tmp_path, canary_model):
     servers: list[Server] = []
 
     def start(**env: str) -> Server:
-        server = Server(
-            tmp_path,
-            import_roots=[CACHE],
-            output_roots=[outputs],
-            **{
-                "EXPORTER_DATABASE_URL": url,
-                "EXPORTER_SANDBOX": "off",
-                "EXPORTER_LIVENESS_SECONDS": "3",
-                "EXPORTER_DRAIN_SECONDS": "1",
-                "EXPORTER_MAX_ATTEMPTS": "2",
-                **env,
-            },
-        )
+        server = Server(tmp_path, import_roots=[CACHE], output_roots=[outputs], **_settings(url, **env))
         if servers:
             server.port = servers[0].port
         servers.append(server.start())
@@ -59,11 +77,14 @@ def fleet(tmp_path, canary_model):
     drop_database(database)
 
 
-def _import_and_export(server: Server, canary_model, outputs, folder: str = "out") -> str:
+def _import(server: Server, canary_model) -> None:
     imported = server.call(
         "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
     )
     assert imported.status_code == 200, imported.text
+
+
+def _export(server: Server, outputs, folder: str) -> str:
     body = {"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs / folder)}}}
     response = server.call("POST", f"{PARENT}/models/canary:export", json=body)
     assert response.status_code == 200, response.text
@@ -81,27 +102,25 @@ def _holder_pid(server: Server, store: Store, name: str) -> int:
     return server.health()["workers"][row.lease_owner]
 
 
-def test_kill_9_of_a_worker_mid_export_the_other_finishes_it(fleet):
-    start, store, outputs, canary = fleet
-    server = start()
-    name = _import_and_export(server, canary, outputs)
+def test_kill_9_of_a_worker_mid_export_the_other_finishes_it(shared):
+    server, store, outputs = shared
+    name = _export(server, outputs, "killed")
     os.kill(_holder_pid(server, store, name), signal.SIGKILL)
     done = server.wait(name, timeout=180)
     assert "response" in done, done
     row = store.get_operation(name)
     assert (row.attempts, row.fence) == (2, 2)  # the killed attempt counted
-    folders, staging = exports_and_staging(outputs / "out")
+    folders, staging = exports_and_staging(outputs / "killed")
     assert len(folders) == 1 and staging == []  # the dead attempt's staging folder is gone
 
 
-def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(fleet):
-    start, store, outputs, canary = fleet
-    server = start()
-    name = _import_and_export(server, canary, outputs)
+def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(shared):
+    server, store, outputs = shared
+    name = _export(server, outputs, "stalled")
     stalled = _holder_pid(server, store, name)
     os.kill(stalled, signal.SIGSTOP)
     try:
-        # Requeued within seconds (liveness 3 s, lease 6 s), run by the other worker to its end.
+        # Requeued within seconds (liveness 5 s, lease 6 s), run by the other worker to its end.
         done = server.wait(name, timeout=180)
     finally:
         os.kill(stalled, signal.SIGCONT)
@@ -114,7 +133,7 @@ def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(fl
         2,
         done["metadata"]["exportModelDetails"]["outputInfo"]["gcsOutputDirectory"],
     )
-    folders, staging = exports_and_staging(outputs / "out")
+    folders, staging = exports_and_staging(outputs / "stalled")
     assert len(folders) == 1 and staging == []
     log = (server.data_dir / f"server-{server.port}.log").read_text()
     assert "Traceback" not in log
@@ -123,7 +142,8 @@ def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(fl
 def test_sigterm_of_the_server_hands_the_running_job_back_uncounted(fleet):
     start, store, outputs, canary = fleet
     server = start(EXPORTER_MAX_ATTEMPTS="1")  # a counted hand-back would fail it for good
-    name = _import_and_export(server, canary, outputs)
+    _import(server, canary)
+    name = _export(server, outputs, "out")
     _holder_pid(server, store, name)
     server.stop()  # SIGTERM: 1 s of drain, then the job goes back to the queue
     row = store.get_operation(name)
@@ -136,12 +156,10 @@ def test_sigterm_of_the_server_hands_the_running_job_back_uncounted(fleet):
     assert len(folders) == 1 and staging == []
 
 
-def test_20_clients_at_once_limits_exact_folders_unique(fleet):
+def test_20_clients_at_once_limits_exact_folders_unique(shared):
     """20 clients post at the same moment into one folder: exactly the limit gets in, every
     accepted export ends with its own folder, none is lost or run twice."""
-    start, store, outputs, canary = fleet
-    server = start(EXPORTER_MAX_ACTIVE_EXPORTS_PER_PRINCIPAL="6")
-    server.wait(_import_and_export(server, canary, outputs, folder="warm"))  # the model imported
+    server, store, outputs = shared
     body = json.dumps({"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs / "burst")}}})
 
     def post(_: int) -> httpx.Response:

@@ -70,7 +70,7 @@ def test_postgresql_stopped_under_a_running_export(tmp_path, canary_model, clust
         output_roots=[outputs],
         EXPORTER_DATABASE_URL=cluster.url,
         EXPORTER_SANDBOX="off",
-        EXPORTER_LIVENESS_SECONDS="3",
+        EXPORTER_LIVENESS_SECONDS="5",
         EXPORTER_MAX_ATTEMPTS="3",
     ).start()
     try:
