@@ -193,6 +193,29 @@ def test_restart_of_the_api_during_a_run_loses_nothing(live_fleet):
     assert len(folders) == 1 and staging == []
 
 
+def test_cancel_reaches_a_job_running_in_a_worker(live_fleet):
+    fleet = live_fleet
+    name = fleet.export("cancelled")
+    fleet.holder(name)
+    assert fleet.server.call("POST", f"{name}:cancel", json={}).status_code == 200
+    done = fleet.server.wait(name, timeout=120)
+    assert done["error"]["code"] == 1, done  # CANCELLED, at the worker's next stage
+    assert exports_and_staging(fleet.outputs / "cancelled") == ([], [])
+
+
+def test_a_docker_job_goes_only_to_a_worker_of_its_queue(live_fleet):
+    """The test workers listen on "exports" only: a docker export waits in exports.docker."""
+    fleet = live_fleet
+    body = {"outputConfig": {"modelFormat": "docker", "gcrDestination": {"outputUri": "registry:5000/p/m:1"}}}
+    response = fleet.server.call("POST", f"{PARENT}/models/canary:export", json=body)
+    assert response.status_code == 200, response.text
+    name = response.json()["name"]
+    time.sleep(5)
+    row = fleet.store.get_operation(name)
+    assert (row.state, row.attempts) == ("queued", 0) and row.dispatched_at is not None  # sent, not taken
+    assert fleet.server.call("POST", f"{name}:cancel", json={}).status_code == 200
+
+
 def test_restart_of_redis_during_a_run_loses_nothing(live_fleet):
     """Redis restarts empty (no persistence): every message in it is gone. The running job
     finishes in its worker; one queued while Redis was down is sent once it is back."""
