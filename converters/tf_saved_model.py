@@ -5,18 +5,24 @@
 TF Serving's row format needs every output to share dimension 0) and ``key`` [N]. Decoding to RGB,
 resizing (bilinear, antialiased, as Pillow does) and the model's normalization happen inside the
 graph, so a client sends the file as it is.
+
+``scores`` are probabilities: a model whose output is logits gets a softmax in the graph, unless
+the ``output_scores`` param asks for its logits (converters/output_scores.py). The SavedModel says
+which in ``assets/scores.txt``.
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from converters.base import Converter, register
+from converters.output_scores import LOGITS, PROBABILITIES, artifact_kind, describe, resolve_scores
 from converters.signature import load_serving_signature
-from converters.verification import Reference, Tolerance, compare
+from converters.verification import Reference, Tolerance, compare, make_reference
 from exporter.core.model_source import SERVING_KEY
 
 # The model part is the same arithmetic: fed lossless images at the input size, it must match.
@@ -25,7 +31,10 @@ EXACT = Tolerance(0.0, max_abs_diff=1e-4)
 END_TO_END = Tolerance(0.02, max_abs_diff=None)
 
 
-def build_serving_model(source, folder: Path) -> None:
+SCORES_FILE = "scores.txt"  # in assets/: what the scores output is
+
+
+def build_serving_model(source, folder: Path, *, add_softmax: bool = False, scores_kind: str = PROBABILITIES) -> None:
     import tensorflow as tf
 
     serving = load_serving_signature(source.saved_model_dir)
@@ -41,9 +50,10 @@ def build_serving_model(source, folder: Path) -> None:
         return tf.ensure_shape(image, [height, width, 3])
 
     class Serving(tf.Module):
-        def __init__(self):
+        def __init__(self, scores_file: str):
             super().__init__()
             self.classifier = loaded  # tracked, so its variables are saved with the module
+            self.scores_file = tf.saved_model.Asset(scores_file)  # copied into assets/
 
         @tf.function(
             input_signature=[
@@ -56,6 +66,8 @@ def build_serving_model(source, folder: Path) -> None:
             # Pillow rounds resized pixels to uint8; so does the graph, for the same inputs.
             images = tf.clip_by_value(tf.round(images), 0.0, 255.0)
             scores = classify(**{source.input_key: (images - mean) / std})[source.output_key]
+            if add_softmax:
+                scores = tf.nn.softmax(scores)
             rows = tf.shape(scores)[0]
             return {
                 "scores": scores,
@@ -63,8 +75,11 @@ def build_serving_model(source, folder: Path) -> None:
                 "key": tf.identity(key),
             }
 
-    module = Serving()
-    tf.saved_model.save(module, str(folder), signatures={SERVING_KEY: module.serve})
+    with tempfile.TemporaryDirectory(prefix="serving-") as scratch:
+        scores_file = Path(scratch) / SCORES_FILE
+        scores_file.write_text(f"scores: {describe(scores_kind, len(source.labels))}\n")
+        module = Serving(str(scores_file))
+        tf.saved_model.save(module, str(folder), signatures={SERVING_KEY: module.serve})
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -90,13 +105,22 @@ def serving_scores(serve, encoded: list[bytes], batch: int = 32) -> np.ndarray:
     return np.concatenate(scores)
 
 
-def serving_checks(folder: Path, reference: Reference) -> dict:
-    """The serving model against the source: exact on lossless inputs, and from the files."""
+def serving_checks(folder: Path, reference: Reference, scores_kind: str | None = None) -> dict:
+    """The serving model against the source: exact on lossless inputs, and from the files.
+
+    `scores_kind`: what the serving model's scores are (default: what the source's are)."""
     serve = load_serving_signature(folder)  # once for both checks
     exact = serving_scores(serve, [png_bytes(p) for p in reference.images.pixels])
     from_files = serving_scores(serve, [path.read_bytes() for path in reference.images.paths])
     return {
-        "verification": compare("tensorflow", reference, exact, EXACT, what="serving SavedModel on PNG at input size"),
+        "verification": compare(
+            "tensorflow",
+            reference,
+            exact,
+            EXACT,
+            what="serving SavedModel on PNG at input size",
+            scores_kind=scores_kind,
+        ),
         "endToEnd": compare(
             "tensorflow",
             reference,
@@ -107,6 +131,7 @@ def serving_checks(folder: Path, reference: Reference) -> dict:
                 "flips here come from TensorFlow's image decoders and resize (inside the serving graph) "
                 "differing from Pillow's, which feed the source side of every comparison"
             ),
+            scores_kind=scores_kind,
         ),
     }
 
@@ -116,8 +141,12 @@ class ServingSavedModelConverter(Converter):
     libraries = ("tensorflow",)
 
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
-        build_serving_model(source, workdir)
+        source_kind = make_reference(source, limit=32).kind  # what the model outputs, on held-out images
+        scores_kind = resolve_scores(params, source_kind)
+        add_softmax = source_kind == LOGITS and scores_kind == PROBABILITIES
+        build_serving_model(source, workdir, add_softmax=add_softmax, scores_kind=scores_kind)
         return sorted(p for p in workdir.rglob("*") if p.is_file())
 
     def verify(self, source, workdir: Path, params: dict[str, str], reference: Reference):
-        return serving_checks(workdir, reference)
+        scores_kind = artifact_kind(reference.kind, params.get("output_scores", PROBABILITIES))
+        return serving_checks(workdir, reference, scores_kind)

@@ -2,26 +2,37 @@
 
 The batch is fixed to 1 through a concrete function (a mobile classifier takes one image; the
 Edge TPU compiler and MediaPipe want static shapes). ``uint8`` and ``int8`` are full-integer
-quantization with integer input and output (``uint8`` as AutoML's QUANTIZED_UINT8 exports);
-their representative dataset is the model's calibration images plus one gradient image spanning
-0..255, so the input's quantization covers the whole pixel range (scale 1, zero point 0 for a
-uint8 model that takes 0..255). ``float16`` and ``dynamic_range`` need no calibration.
+quantization with integer input and output (``uint8`` as AutoML's QUANTIZED_UINT8 exports); they
+take raw 0..255 pixels whatever the model's normalization, which is folded into the graph before
+quantizing (converters/tflite_input.py). Their representative dataset is the model's calibration
+images plus one gradient image spanning 0..255, so the input's quantization covers the whole pixel
+range (scale 1, zero point 0 for uint8; zero point -128 for int8, as MediaPipe feeds it). When
+plain quantization misses its budget, remedies run before the export fails
+(converters/quantization_budget.py). ``float16`` and ``dynamic_range`` need no calibration.
+
+A model whose output is logits gets a softmax at the end of the graph unless ``output_scores`` is
+``logits`` (converters/output_scores.py); the metadata says which the output is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from converters import quantization_budget as budget
 from converters.base import Converter, register
+from converters.output_scores import LOGITS, PROBABILITIES, describe, resolve_scores
 from converters.signature import load_serving_signature
-from converters.tflite_metadata import embed_metadata
+from converters.tflite_input import InputPlan, consumer_scores, input_plan
+from converters.tflite_metadata import embed_metadata, read_metadata
 from converters.tflite_runtime import TFLiteModel
-from converters.verification import Tolerance, compare
-from exporter.core.images import load_image_set, normalize
+from converters.verification import Tolerance, VerificationFailed, compare, make_reference
+from exporter.core.images import list_images, load_image_set
 from exporter.core.labels import write_labels
 from exporter.core.report import engine_version
 
@@ -59,8 +70,8 @@ def gradient_image(height: int, width: int) -> np.ndarray:
     return image.round().astype(np.uint8)
 
 
-def representative_inputs(source, count: int) -> np.ndarray:
-    """Normalized float calibration inputs: `count` calibration images, then the gradient image."""
+def calibration_pixels(source, count: int) -> np.ndarray:
+    """uint8 calibration pixels: `count` calibration images, then the gradient image."""
     images = load_image_set(
         source.calibration_dir,
         source.labels,
@@ -69,12 +80,26 @@ def representative_inputs(source, count: int) -> np.ndarray:
         limit=count,
         purpose="calibration",
     )
-    pixels = np.concatenate([images.pixels, gradient_image(source.height, source.width)[None]])
-    return normalize(pixels, source.mean, source.std)
+    return np.concatenate([images.pixels, gradient_image(source.height, source.width)[None]])
 
 
-def convert_to_tflite(source, quantization: str, calibration_count: int) -> bytes:
-    """The TFLite flatbuffer of the source's serving signature, batch fixed to 1."""
+def representative_inputs(source, count: int, plan: InputPlan | None = None) -> np.ndarray:
+    """Float calibration inputs, as the export's input takes them (default: the model's own)."""
+    plan = plan or input_plan(source, integer=False)
+    return plan.feed(calibration_pixels(source, count))
+
+
+def budget_tolerance(quantization: str, params: dict[str, str]) -> Tolerance:
+    """The mode's tolerance, its flip budget replaced by ``max_disagreement`` unless that is ``auto``."""
+    tolerance = MODES[quantization].tolerance
+    value = params.get("max_disagreement", "auto")
+    if value == "auto":
+        return tolerance
+    return dataclasses.replace(tolerance, max_disagreement_fraction=float(value))
+
+
+def _converter(source, quantization: str, plan: InputPlan, add_softmax: bool, inputs: np.ndarray | None):
+    """A TFLiteConverter of the serving signature with the export's input and output; (converter, loaded)."""
     import tensorflow as tf
 
     serving = load_serving_signature(source.saved_model_dir)
@@ -84,22 +109,47 @@ def convert_to_tflite(source, quantization: str, calibration_count: int) -> byte
         input_signature=[tf.TensorSpec([1, source.height, source.width, 3], tf.float32, name=source.input_key)]
     )
     def single_image(image):
-        return {source.output_key: serve(**{source.input_key: image})[source.output_key]}
+        scores = serve(**{source.input_key: plan.to_model_input(image)})[source.output_key]
+        return {source.output_key: tf.nn.softmax(scores) if add_softmax else scores}
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([single_image.get_concrete_function()], loaded)
-    mode = MODES[quantization]
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if mode.needs_calibration:
-        inputs = representative_inputs(source, calibration_count)
+    if inputs is not None:
         converter.representative_dataset = lambda: ([x[None]] for x in inputs)
+    return converter, loaded
+
+
+def convert_to_tflite(
+    source,
+    quantization: str,
+    calibration_count: int,
+    *,
+    add_softmax: bool = False,
+    plan: InputPlan | None = None,
+    pixels: np.ndarray | None = None,
+) -> bytes:
+    """The TFLite flatbuffer of the source's serving signature, batch fixed to 1.
+
+    Full-integer modes take raw pixels (`plan` default); `pixels` replaces the calibration images.
+    """
+    import tensorflow as tf
+
+    mode = MODES[quantization]
+    plan = plan or input_plan(source, integer=mode.io_type is not None)
+    inputs = None
+    if mode.needs_calibration:
+        inputs = plan.feed(calibration_pixels(source, calibration_count) if pixels is None else pixels)
+    converter, loaded = _converter(source, quantization, plan, add_softmax, inputs)
     if mode.io_type is not None:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = getattr(tf, mode.io_type)
         converter.inference_output_type = getattr(tf, mode.io_type)
-    return converter.convert()
+    flatbuffer = converter.convert()
+    del loaded  # kept alive until here: the concrete function holds its variables weakly
+    return flatbuffer
 
 
 def metadata_json(model: TFLiteModel, quantization: str) -> dict:
@@ -124,37 +174,152 @@ def metadata_json(model: TFLiteModel, quantization: str) -> dict:
     }
 
 
+def _artifact_scores(flatbuffer: bytes, pixels: np.ndarray, plan: InputPlan) -> np.ndarray:
+    with tempfile.TemporaryDirectory(prefix="tflite-try-") as scratch:
+        path = Path(scratch) / MODEL_FILE
+        path.write_bytes(flatbuffer)
+        return consumer_scores(TFLiteModel(path), pixels, plan.feed_mean, plan.feed_std)
+
+
+def _measure(flatbuffer, reference, plan, tolerance, scores_kind, what) -> dict:
+    """What the verification would measure of one candidate (it raises nothing)."""
+    scores = _artifact_scores(flatbuffer, reference.images.pixels, plan)
+    try:
+        check = compare("ai_edge_litert", reference, scores, tolerance, what=what, scores_kind=scores_kind)
+    except VerificationFailed as failed:
+        check = failed.check
+    return {
+        "decided": check.decided,
+        "agreeing": check.agreeing,
+        "flips": check.decided - check.agreeing,
+        "allowed": check.allowed_disagreements,
+        "artifact_accuracy": check.artifact_accuracy,
+        "source_accuracy": check.source_accuracy,
+        "passed": check.passed,
+    }
+
+
+def quantize_within_budget(
+    source, quantization: str, params: dict[str, str], plan, add_softmax, scores_kind, reference
+):
+    """The full-integer model: plain quantization, then the allowed remedies until one meets the budget.
+
+    Returns (flatbuffer, the tries as the report records them). When none meets it, the try with
+    the fewest flips is kept and the verification then fails, naming every try.
+    """
+    tolerance = budget_tolerance(quantization, params)
+    allowed = params.get("quantization_remedies", "calibration")  # edgetpu_tflite: integer ops only
+    count = int(params["calibration_count"])
+    what = f"{MODEL_FILE} ({quantization})"
+    tries, candidates = [], []
+
+    def attempt(candidate: budget.Candidate) -> bool:
+        measured = _measure(candidate.flatbuffer, reference, plan, tolerance, scores_kind, what)
+        tries.append(budget.try_entry(candidate, measured, tries[0] if tries else None))
+        candidates.append(candidate)
+        return measured["passed"]
+
+    pixels = calibration_pixels(source, count)
+    flatbuffer = convert_to_tflite(source, quantization, count, add_softmax=add_softmax, plan=plan, pixels=pixels)
+    passed = attempt(budget.Candidate("plain", flatbuffer, len(pixels) - 1))  # less the gradient image
+    available = len(list_images(source.calibration_dir))
+    if not passed and allowed != "none" and available > count:
+        pixels = calibration_pixels(source, min(available, budget.MAX_CALIBRATION))
+        flatbuffer = convert_to_tflite(source, quantization, 0, add_softmax=add_softmax, plan=plan, pixels=pixels)
+        passed = attempt(budget.Candidate("calibration", flatbuffer, len(pixels) - 1))
+    if not passed and allowed == "all":
+        passed = _float_layer_remedy(source, quantization, plan, add_softmax, pixels, attempt)
+    best = next((i for i, t in enumerate(tries) if t["passed"]), None)
+    if best is None:
+        best = min(range(len(tries)), key=lambda i: (tries[i]["flips"], i))
+    for i, entry in enumerate(tries):
+        entry["kept"] = i == best
+    return candidates[best].flatbuffer, tries
+
+
+def _float_layer_remedy(source, quantization, plan, add_softmax, pixels, attempt) -> bool:
+    """Keep the layers with the largest quantization error in float, 1, 2, 4, ... of them."""
+    inputs = plan.feed(pixels)
+    converter, loaded = _converter(source, quantization, plan, add_softmax, inputs)
+    calibrated, layers = budget.layers_by_error(converter, lambda: ([x[None]] for x in inputs))
+    del loaded
+    io_type = MODES[quantization].io_type
+    for count in budget.float_layer_counts(min(budget.MAX_FLOAT_LAYERS, len(layers))):
+        kept = tuple(layer["tensor"] for layer in layers[:count])
+        flatbuffer = budget.quantize_with_float_layers(calibrated, io_type, list(kept))
+        if attempt(budget.Candidate("float_layers", flatbuffer, len(pixels) - 1, kept)):
+            return True
+    return False
+
+
 @register("tflite")
 class TFLiteConverter(Converter):
     libraries = ("tensorflow",)
 
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
         quantization = params["quantization"]
-        flatbuffer = convert_to_tflite(source, quantization, int(params["calibration_count"]))
+        mode = MODES[quantization]
+        plan = input_plan(source, integer=mode.io_type is not None)
+        # What the model outputs, on the held-out images (all of them when tries are measured).
+        reference = make_reference(source) if mode.io_type is not None else make_reference(source, limit=32)
+        scores_kind = resolve_scores(params, reference.kind)
+        add_softmax = reference.kind == LOGITS and scores_kind == PROBABILITIES
+        tries = []
+        if mode.io_type is not None:
+            flatbuffer, tries = quantize_within_budget(
+                source, quantization, params, plan, add_softmax, scores_kind, reference
+            )
+        else:
+            flatbuffer = convert_to_tflite(source, quantization, 0, add_softmax=add_softmax, plan=plan)
         flatbuffer = embed_metadata(
             flatbuffer,
             source,
             description=f"{source.display_name}: image classifier, {quantization} TFLite export",
             version=engine_version(),
+            mean=plan.feed_mean,
+            std=plan.feed_std,
+            scores_kind=scores_kind,
         )
         model_path = workdir / MODEL_FILE
         model_path.write_bytes(flatbuffer)
         labels_path = write_labels(workdir, source.labels)
         metadata_path = workdir / METADATA_FILE
         metadata = metadata_json(TFLiteModel(model_path), quantization)
+        metadata["input"] = plan.describe()
+        metadata["scores"] = {
+            "are": scores_kind,
+            "modelOutputs": reference.kind,
+            "softmaxAdded": add_softmax,
+            "description": describe(scores_kind, len(source.labels)),
+        }
+        if tries:
+            tolerance = budget_tolerance(quantization, params)
+            metadata["quantization"] = {
+                "maxDisagreement": tolerance.max_disagreement_fraction,
+                "remediesAllowed": params.get("quantization_remedies", "calibration"),
+                "maxFloatLayers": budget.MAX_FLOAT_LAYERS,
+                "floatLayers": next(t["float_layers"] for t in tries if t["kept"]),
+                "tries": tries,
+            }
         metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
         return [model_path, labels_path, metadata_path]
 
     def verify(self, source, workdir: Path, params: dict[str, str], reference):
         quantization = params["quantization"]
-        model = TFLiteModel(workdir / MODEL_FILE)
-        scores = model.predict(reference.inputs)
+        model_path = workdir / MODEL_FILE
+        embedded = read_metadata(model_path.read_bytes())
+        # Fed as MediaPipe feeds it: raw pixels to an integer input, the metadata's mean/std to a float one.
+        scores = consumer_scores(TFLiteModel(model_path), reference.images.pixels, embedded["mean"], embedded["std"])
+        metadata = json.loads((workdir / METADATA_FILE).read_text())
+        tries = metadata.get("quantization", {}).get("tries", [])
         return {
             "verification": compare(
                 "ai_edge_litert",
                 reference,
                 scores,
-                MODES[quantization].tolerance,
+                budget_tolerance(quantization, params),
                 what=f"{MODEL_FILE} ({quantization})",
+                scores_kind=metadata.get("scores", {}).get("are", reference.kind),
+                remedies=tries[1:],
             )
         }

@@ -19,11 +19,15 @@ from exporter.core.labels import LABELS_FILE, labels_text, parse_labels
 METADATA_NAME = "TFLITE_METADATA"
 
 
-def _metadata_bytes(source, description: str, version: str) -> bytes:
+def _metadata_bytes(source, description: str, version: str, mean, std, scores_kind: str) -> bytes:
     import flatbuffers
     from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
 
-    low, high = source.input_range
+    from converters.output_scores import LOGITS
+    from converters.output_scores import describe as describe_scores
+
+    low = min((0 - m) / s for m, s in zip(mean, std, strict=True))
+    high = max((255 - m) / s for m, s in zip(mean, std, strict=True))
     image = meta.TensorMetadataT(
         name="image",
         description=f"RGB image, {source.height}x{source.width}, normalized as (pixel - mean) / std",
@@ -34,19 +38,20 @@ def _metadata_bytes(source, description: str, version: str) -> bytes:
         processUnits=[
             meta.ProcessUnitT(
                 optionsType=meta.ProcessUnitOptions.NormalizationOptions,
-                options=meta.NormalizationOptionsT(mean=list(source.mean), std=list(source.std)),
+                options=meta.NormalizationOptionsT(mean=list(mean), std=list(std)),
             )
         ],
         stats=meta.StatsT(max=[high], min=[low]),
     )
+    logits = scores_kind == LOGITS
     scores = meta.TensorMetadataT(
-        name="probability",
-        description=f"Probabilities of the {len(source.labels)} labels in {LABELS_FILE}",
+        name="logits" if logits else "probability",
+        description=f"{describe_scores(scores_kind, len(source.labels))}, in {LABELS_FILE}'s order",
         content=meta.ContentT(
             contentPropertiesType=meta.ContentProperties.FeatureProperties,
             contentProperties=meta.FeaturePropertiesT(),
         ),
-        stats=meta.StatsT(max=[1.0], min=[0.0]),
+        stats=meta.StatsT() if logits else meta.StatsT(max=[1.0], min=[0.0]),
         associatedFiles=[
             meta.AssociatedFileT(
                 name=LABELS_FILE,
@@ -68,13 +73,29 @@ def _metadata_bytes(source, description: str, version: str) -> bytes:
     return bytes(builder.Output())
 
 
-def embed_metadata(model_bytes: bytes, source, description: str, version: str) -> bytes:
-    """`model_bytes` with the metadata buffer added and dict.txt appended as a zip member."""
+def embed_metadata(
+    model_bytes: bytes,
+    source,
+    description: str,
+    version: str,
+    *,
+    mean=None,
+    std=None,
+    scores_kind: str = "probabilities",
+) -> bytes:
+    """`model_bytes` with the metadata buffer added and dict.txt appended as a zip member.
+
+    `mean` and `std` are what a consumer applies to 0..255 pixels (default: the model's own);
+    `scores_kind` says whether the output is probabilities or logits.
+    """
     import flatbuffers
     from mediapipe.tasks.metadata import schema_py_generated as schema
 
+    mean = source.mean if mean is None else mean
+    std = source.std if std is None else std
+    metadata = _metadata_bytes(source, description, version, mean, std, scores_kind)
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    model.buffers.append(schema.BufferT(data=np.frombuffer(_metadata_bytes(source, description, version), np.uint8)))
+    model.buffers.append(schema.BufferT(data=np.frombuffer(metadata, np.uint8)))
     entry = schema.MetadataT(name=METADATA_NAME, buffer=len(model.buffers) - 1)
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME] + [entry]
     builder = flatbuffers.Builder(len(model_bytes) + 4096)

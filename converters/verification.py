@@ -1,9 +1,12 @@
 """Verification of an artifact against its source model, with tolerances stated as counts.
 
 The source SavedModel runs in TensorFlow on the held-out images once (the ``Reference``); each
-artifact runs in its own runtime on the same normalized inputs. Images where the source's top two
-scores are closer than the tolerance's margin (near-ties) are left out of the agreement count,
-since any rounding may flip them. Every number is collected first, then the check raises once.
+artifact runs in its own runtime on the same images, fed as its consumers feed it. Both sides are
+compared in probability space (converters/output_scores.py: a side whose scores are logits is put
+through a softmax), so the tolerances do not depend on the scale of a model's logits. Images where
+the source's top two probabilities are closer than the tolerance's margin (near-ties) are left out
+of the agreement count, since any rounding may flip them. Every number is collected first, then
+the check raises once.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from converters.output_scores import as_probabilities, output_kind
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import UNLABELED, ImageSet, load_image_set, normalize
 
@@ -37,6 +41,11 @@ class Reference:
     images: ImageSet
     inputs: np.ndarray  # float32 [N, H, W, 3], normalized as the model expects
     scores: np.ndarray  # float32 [N, C], from the SavedModel in TensorFlow
+    kind: str = "probabilities"  # what the source's scores are (output_scores.output_kind)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return as_probabilities(self.scores, self.kind)
 
 
 class VerificationFailed(ExportError):
@@ -66,6 +75,10 @@ class Verification:
     # How it passed: "agreement" (flips within the budget) or why accuracy let it through.
     passed_by: str = "agreement"
     note: str | None = None  # what the reader should know about this check's flips
+    # What the scores are on each side, and that they were compared as probabilities.
+    scores: dict = field(default_factory=dict)
+    # The quantization remedies tried before this check, in order (tflite uint8/int8).
+    remedies: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -101,7 +114,8 @@ def make_reference(source, limit: int = HELDOUT_LIMIT) -> Reference:
         source.heldout_dir, source.labels, source.height, source.width, limit=limit, purpose="held-out"
     )
     inputs = normalize(images.pixels, source.mean, source.std)
-    return Reference(images, inputs, source_scores(source.saved_model_dir, inputs))
+    scores = source_scores(source.saved_model_dir, inputs)
+    return Reference(images, inputs, scores, output_kind(scores))
 
 
 def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -118,20 +132,30 @@ def _accurate_enough(result: Verification, flips: int, budget: int) -> bool:
 
 
 def compare(
-    runtime: str, reference: Reference, scores: np.ndarray, tolerance: Tolerance, what: str, note: str | None = None
+    runtime: str,
+    reference: Reference,
+    scores: np.ndarray,
+    tolerance: Tolerance,
+    what: str,
+    note: str | None = None,
+    scores_kind: str | None = None,
+    remedies: list[dict] | None = None,
 ) -> Verification:
     """Compare artifact `scores` with the reference; raise when outside `tolerance`.
 
-    Top-1 agreement decides, within the tolerance's budget of flips. Where the held-out images
+    `scores_kind` says what the artifact outputs (default: what the source outputs); both sides
+    are compared as probabilities. Top-1 agreement decides, within the tolerance's budget of flips. Where the held-out images
     are labelled, flips beyond the budget (up to twice it) still pass when the artifact is no
     less accurate than the source on the same images: the flips then cost nothing a user sees.
     """
-    source = reference.scores
+    kind = scores_kind or reference.kind
+    source = reference.probabilities
     if scores.shape != source.shape:
         raise ExportError(
             Code.INTERNAL,
             f"{what}: artifact output shape {list(scores.shape)} differs from the source's {list(source.shape)}",
         )
+    scores = as_probabilities(scores, kind)
     ranked = np.sort(source, axis=1)
     decided = (ranked[:, -1] - ranked[:, -2]) >= tolerance.near_tie_margin
     differs = source.argmax(1) != scores.argmax(1)
@@ -175,6 +199,8 @@ def compare(
     if tolerance.max_abs_diff is not None and result.max_abs_diff > tolerance.max_abs_diff:
         problems.append(f"max abs difference {result.max_abs_diff:.3g} exceeds {tolerance.max_abs_diff:.3g}")
     result.note = note
+    result.scores = {"source": reference.kind, "artifact": kind, "comparedAs": "probabilities"}
+    result.remedies = list(remedies or [])
     result.passed = not problems
     if problems:
         raise VerificationFailed(result, f"verification of {what} failed: " + "; ".join(problems))

@@ -30,7 +30,8 @@ def test_mediapipe_classifies_like_our_verification(tflite_exports, name, mode, 
     images = load_image_set(
         source.heldout_dir, source.labels, source.height, source.width, limit=120, purpose="held-out"
     )
-    ours = TFLiteModel(alone).predict(normalize(images.pixels, source.mean, source.std))
+    embedded = read_metadata(alone.read_bytes())  # fed as the metadata says, as predict and MediaPipe do
+    ours = TFLiteModel(alone).predict(normalize(images.pixels, embedded["mean"], embedded["std"]))
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(alone)), max_results=1)
     compared = 0
     with vision.ImageClassifier.create_from_options(options) as classifier:

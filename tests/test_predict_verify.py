@@ -58,10 +58,14 @@ def test_verify_passes_on_a_good_export(tflite_exports, canary_model):
 
 
 def test_verify_catches_an_export_that_does_not_fit_its_source(tflite_exports, canary_model, model_copy):
-    """A source that says 0..255 where the uint8 artifact was quantized for 0..1: inputs clip."""
+    """A source whose manifest scales the channels differently from the 0..1 the uint8 artifact folded
+    in: the same raw pixels reach the two as different colours. (A uniform change such as 0..255 is
+    not enough: the canary's ReLU layers answer 255-fold inputs with the same top-1, and the artifact
+    takes raw pixels whatever the manifest says.)"""
     folder = model_copy(canary_model)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["input"]["range"] = "0..255"
+    del manifest["input"]["range"]
+    manifest["input"].update(mean=[0.0, 0.0, 0.0], std=[255.0, 510.0, 127.5])
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ExportError) as raised:
         verify_export(tflite_exports["canary", "uint8"][1].output_dir, folder)

@@ -114,6 +114,50 @@ CALIBRATION_COUNT = Param(
     check=integer_between(1, 10000),
 )
 
+
+def fraction_or_auto(value: str) -> str | None:
+    """A check for a budget: ``auto``, or a decimal fraction from 0 to 1."""
+    if value == "auto":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not value[:1].isdigit() or not 0.0 <= number <= 1.0:
+        return "must be auto or a decimal fraction from 0 to 1 (e.g. 0.02)"
+    return None
+
+
+fraction_or_auto.allowed_text = "auto, or a fraction from 0 to 1"  # type: ignore[attr-defined]
+
+MAX_DISAGREEMENT = Param(
+    "max_disagreement",
+    "auto",
+    "Budget of held-out images whose top-1 may differ from the source's, as a fraction of the decided "
+    "images; auto: the quantization's own (0 for float32, 0.01 for float16, 0.02 otherwise).",
+    check=fraction_or_auto,
+)
+
+QUANTIZATION_REMEDIES = Param(
+    "quantization_remedies",
+    "all",
+    "What uint8/int8 may try when plain quantization misses the budget, in order: all: more "
+    "calibration images, then the layers with the largest quantization error kept in float (integer "
+    "input and output stay); calibration: the first only; none: fail at once.",
+    allowed=("all", "calibration", "none"),
+)
+
+
+def output_scores_param(where: str) -> Param:
+    return Param(
+        "output_scores",
+        "probabilities",
+        f"What {where} outputs for a model whose output is logits: probabilities (a softmax added, as "
+        "AutoML's exports) or its logits. A model that outputs probabilities keeps them.",
+        allowed=("probabilities", "logits"),
+    )
+
+
 TFLITE_QUANTIZATION = Param(
     "quantization",
     "uint8",
@@ -129,7 +173,13 @@ FORMATS: tuple[FormatRow, ...] = (
         description="TensorFlow Lite flatbuffer for mobile and embedded runtimes",
         artifacts=("model.tflite", "dict.txt", "tflite_metadata.json"),
         destination=DestinationKind.GCS,
-        params=(TFLITE_QUANTIZATION, CALIBRATION_COUNT),
+        params=(
+            TFLITE_QUANTIZATION,
+            CALIBRATION_COUNT,
+            MAX_DISAGREEMENT,
+            QUANTIZATION_REMEDIES,
+            output_scores_param("model.tflite"),
+        ),
     ),
     FormatRow(
         name="edgetpu_tflite",
@@ -165,6 +215,7 @@ FORMATS: tuple[FormatRow, ...] = (
         description="serving SavedModel: image_bytes + key in, scores/labels/key out",
         artifacts=("saved_model.pb", "variables/"),
         destination=DestinationKind.GCS,
+        params=(output_scores_param("the serving signature's scores"),),
     ),
     FormatRow(
         name="tf_js",
