@@ -9,7 +9,7 @@
     python = "python3"           # optional: the device's Python
     runtime = "tflite_runtime"   # ai_edge_litert or tflite_runtime
     threads = 4                  # optional, default 1
-    workdir = "/tmp"             # optional: where the run's temporary folder is made
+    workdir = "bench"            # optional: the folder the run's temporary folder is made in (default: mktemp's)
 
 Each device is the target ``ssh:<name>``.
 """
