@@ -1,9 +1,10 @@
 """The benchmark's SSH device target against a real OpenSSH server on loopback.
 
-Four devices in one inventory: one that runs the artifact (this machine's Python with
-ai_edge_litert, standing in for a device's runtime), one whose runtime is missing, one whose host
-key does not match known_hosts, and one that is unreachable. Each row says what happened, the
-rest of the matrix runs, and nothing is left in the devices' folders.
+Five devices in one inventory: one that runs the artifact (this machine's Python with
+ai_edge_litert, standing in for a device's runtime), one whose runtime is missing, one without
+the named Python, one whose host key does not match known_hosts, and one that is unreachable.
+Each row says what happened, the rest of the matrix runs, and nothing is left in the devices'
+folders.
 """
 
 import sys
@@ -47,7 +48,7 @@ def _device(name, server, workdir, **overrides):
 @pytest.fixture(scope="module")
 def ssh_run(sshd, canary_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("ssh-bench")
-    workdirs = {name: root / f"device-{name}" for name in ("good", "noruntime", "badkey", "down")}
+    workdirs = {name: root / f"device-{name}" for name in ("good", "noruntime", "nopython", "badkey", "down")}
     for folder in workdirs.values():
         folder.mkdir()
     wrong_key = root / "other_host_key"
@@ -58,6 +59,7 @@ def ssh_run(sshd, canary_model, tmp_path_factory):
     inventory.write_text(
         _device("good", sshd, workdirs["good"])
         + _device("noruntime", sshd, workdirs["noruntime"], runtime="tflite_runtime")
+        + _device("nopython", sshd, workdirs["nopython"], python="no-such-python3")
         + _device("badkey", sshd, workdirs["badkey"], known_hosts=str(wrong_known_hosts))
         + _device("down", sshd, workdirs["down"], port=free_port())
     )
@@ -93,6 +95,13 @@ def test_missing_runtime_is_the_rows_status_and_nothing_is_left(ssh_run):
     assert "device noruntime" in row.reason and "tflite_runtime is not installed" in row.reason
     assert row.p50_ms is None
     assert list(workdirs["noruntime"].iterdir()) == []
+
+
+def test_missing_python_is_the_rows_status(ssh_run):
+    rows, workdirs = ssh_run
+    row = rows["ssh:nopython"]
+    assert row.status == NOT_RUNNABLE and "no-such-python3 is not found on the device" in row.reason, row.reason
+    assert list(workdirs["nopython"].iterdir()) == []
 
 
 def test_host_key_mismatch_refuses_to_connect(ssh_run):
