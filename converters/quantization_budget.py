@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from exporter.core.errors import Code, ExportError
+
 REMEDIES = ("all", "calibration", "none")
 MAX_CALIBRATION = 1000
 MAX_FLOAT_LAYERS = 16
@@ -70,10 +72,14 @@ def layers_by_error(converter, dataset: Callable) -> tuple[bytes, list[dict]]:
 
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
     debugger.run()
+    # The layers at either end stay quantized: in float they would leave the model's input or output float.
+    ends = _end_layers(debugger.calibrated_model)
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     layers = []
     for row in csv.DictReader(io.StringIO(dump.getvalue())):
+        if row["tensor_name"] in ends:
+            continue
         scale = float(row["scale"])
         error = float(np.sqrt(float(row["mean_squared_error"])) / scale) if scale > 0 else 0.0
         layers.append({"tensor": row["tensor_name"], "op": row["op_name"], "rmse_over_scale": round(error, 4)})
@@ -81,23 +87,40 @@ def layers_by_error(converter, dataset: Callable) -> tuple[bytes, list[dict]]:
     return debugger.calibrated_model, layers
 
 
+def _end_layers(model: bytes) -> set[str]:
+    """Output tensor names of the ops that read the model's input, and of the model's output."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_content=model)
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    inputs = {d["index"] for d in interpreter.get_input_details()}
+    ends = {d["name"] for d in interpreter.get_output_details()}
+    for op in interpreter._get_ops_details():  # the graph's edges; no public API lists them
+        if inputs & set(op["inputs"]):
+            ends.update(tensors[i] for i in op["outputs"] if i in tensors)
+    return ends
+
+
 def quantize_with_float_layers(calibrated: bytes, io_type: str, float_layers: list[str]) -> bytes:
     """Full-integer model from the calibrated one, the named layers kept in float, integer input/output.
 
-    The debugger's own ``get_nondebug_quantized_model`` leaves the input and output in float; the
-    same quantizer call (TFLite's ``mlir_quantize``, as the converter makes it) takes their types.
+    The debugger's own ``get_nondebug_quantized_model`` leaves the input and output in float; as
+    the converter itself does, the same quantizer call (``mlir_quantize``) is followed by
+    ``modify_model_io_type``, which replaces the float input and output with integer ones.
     """
     import tensorflow as tf
-    from tensorflow.lite.python import convert
+    from tensorflow.lite.python import convert, util
 
+    quantized = convert.mlir_quantize(calibrated, denylisted_nodes=list(float_layers))  # float input and output
     dtype = getattr(tf, io_type)
-    return convert.mlir_quantize(
-        calibrated,
-        fully_quantize=True,
-        input_data_type=dtype,
-        output_data_type=dtype,
-        denylisted_nodes=list(float_layers),
-    )
+    model = util.modify_model_io_type(quantized, inference_input_type=dtype, inference_output_type=dtype)
+    interpreter = tf.lite.Interpreter(model_content=model)
+    ends = interpreter.get_input_details() + interpreter.get_output_details()
+    if any(detail["dtype"] != dtype.as_numpy_dtype for detail in ends):
+        raise ExportError(
+            Code.INTERNAL, f"keeping {len(float_layers)} layers in float left a non-{io_type} input or output"
+        )
+    return model
 
 
 def float_layer_counts(limit: int = MAX_FLOAT_LAYERS) -> list[int]:

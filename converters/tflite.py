@@ -32,6 +32,7 @@ from converters.tflite_input import InputPlan, consumer_scores, input_plan
 from converters.tflite_metadata import embed_metadata, read_metadata
 from converters.tflite_runtime import TFLiteModel
 from converters.verification import Tolerance, VerificationFailed, compare, make_reference
+from exporter.core.errors import ExportError
 from exporter.core.images import list_images, load_image_set
 from exporter.core.labels import write_labels
 from exporter.core.report import engine_version
@@ -246,7 +247,10 @@ def _float_layer_remedy(source, quantization, plan, add_softmax, pixels, attempt
     io_type = MODES[quantization].io_type
     for count in budget.float_layer_counts(min(budget.MAX_FLOAT_LAYERS, len(layers))):
         kept = tuple(layer["tensor"] for layer in layers[:count])
-        flatbuffer = budget.quantize_with_float_layers(calibrated, io_type, list(kept))
+        try:
+            flatbuffer = budget.quantize_with_float_layers(calibrated, io_type, list(kept))
+        except ExportError:
+            return False  # these layers in float would make the input or output float: stop here
         if attempt(budget.Candidate("float_layers", flatbuffer, len(pixels) - 1, kept)):
             return True
     return False
