@@ -197,15 +197,22 @@ def run_matrix(model_names: list[str], cell_names: list[str], progress=print) ->
     return _run(model_names, cell_names, results, time.perf_counter() - started)
 
 
-def assemble(model_names: list[str], cell_names: list[str]) -> dict:
+def assemble(model_names: list[str], cell_names: list[str], not_run_reason: str | None) -> dict:
     """The matrix from the newest logged record of each cell (a run cut short, then completed by
-    runs of the missing models); its seconds are the cells' own, summed."""
+    runs of the missing models); its seconds are the cells' own, summed. Cells with no record are
+    listed as not run, with `not_run_reason` (required when there are any)."""
     newest = {}
     for line in CELL_LOG.read_text().splitlines():
         record = json.loads(line)
         newest[(record["model"], record["cell"])] = record
     results = [newest[(m, c)] for m in model_names for c in cell_names if (m, c) in newest]
-    return {**_run(model_names, cell_names, results, sum(r.get("seconds", 0) for r in results)), "assembled": True}
+    missing = [[m, c] for m in model_names for c in cell_names if (m, c) not in newest]
+    if missing and not not_run_reason:
+        raise SystemExit(f"zoo matrix: {len(missing)} cells have no record; say why with --not-run-reason")
+    run = {**_run(model_names, cell_names, results, sum(r.get("seconds", 0) for r in results)), "assembled": True}
+    if missing:
+        run["notRun"] = {"reason": not_run_reason, "cells": missing}
+    return run
 
 
 # -- the README table ---------------------------------------------------------------------------
@@ -248,6 +255,7 @@ def render_table(run: dict) -> str:
             if run.get("assembled")
             else f"{run['totalSeconds']} s in all"
         )
+        + (f". Cells marked *not run*: {run['notRun']['reason']}" if run.get("notRun") else "")
         + ". Each cell: the result, top-1 agreement with the source on the "
         "decided held-out images, the accuracy change against the source (points), the Edge TPU ops "
         "mapped (stand-in compiler), the model's size and the export's seconds (load, convert, verify, "
@@ -257,7 +265,7 @@ def render_table(run: dict) -> str:
         "|---" * (len(run["cells"]) + 1) + "|",
     ]
     for model in run["models"]:
-        row = [render_cell(cells[(model, c)]) if (model, c) in cells else "not run" for c in run["cells"]]
+        row = [render_cell(cells[(model, c)]) if (model, c) in cells else "*not run*" for c in run["cells"]]
         lines.append(f"| `{model}` | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -282,6 +290,7 @@ def main() -> None:
     parser.add_argument(
         "--assemble", action="store_true", help="build the full matrix from the logged cells of earlier runs"
     )
+    parser.add_argument("--not-run-reason", help="with --assemble: why the cells without a record were not run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -293,7 +302,7 @@ def main() -> None:
     models = args.models or list(zoo().ZOO)
     cells = args.cells or [cell.name for cell in CELLS]
     if args.assemble:
-        run = assemble(models, cells)
+        run = assemble(models, cells, args.not_run_reason)
     else:
         run = run_matrix(models, cells, progress=lambda line: print(line, flush=True))
     if (args.models or args.cells) and not args.assemble:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import zoo
 from containers.edgetpu_compiler import parse_summary
 from converters.edgetpu_compat import compatibility_report, compile_blocker
 from converters.tflite import convert_to_tflite
@@ -171,3 +172,35 @@ def test_log_parsing_with_an_operator_table():
     assert summary["operationsOnEdgeTpu"] == 135 and summary["operationsOnCpu"] == 1
     assert summary["operators"][0] == {"operator": "RESHAPE", "count": 15, "status": "Mapped to Edge TPU"}
     assert len(summary["operators"]) == 4 and summary["onChipMemoryRemaining"] == "1.75KiB"
+
+
+def last_zoo_run_mapping(model: str) -> dict | None:
+    """The Edge TPU mapping the last zoo matrix run recorded for `model` (benchmarks/zoo_matrix.json),
+    or None where that run did not reach the cell (the JSON lists it under notRun)."""
+    run = json.loads((FIXTURES.parent.parent / "benchmarks" / "zoo_matrix.json").read_text())
+    cells = [r for r in run["results"] if (r["model"], r["cell"]) == (model, "edgetpu_tflite")]
+    if not cells:
+        assert [model, "edgetpu_tflite"] in run["notRun"]["cells"]
+        return None
+    return cells[0]["edgetpu"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", list(zoo.ZOO))
+def test_zoo_uint8_models_map_as_coral_documents(model):
+    """Each zoo family's full-integer model, walked op by op: every op maps but MobileNetV3's
+    HARD_SWISH, which public compiler reports show refused, with the published remedy."""
+    report = compatibility_report(convert_to_tflite(read_model(zoo.zoo_model(model)), "uint8", 4))
+    blockers = [b["op"] for b in report["blockers"]]
+    if model.startswith("mobilenet_v3"):
+        assert blockers == ["HARD_SWISH"]
+        (hard_swish,) = report["blockers"]
+        assert "minimalistic=True" in hard_swish["remedy"]
+        assert "issues/272" in hard_swish["source"] and "issues/353" in hard_swish["source"]
+        assert report["mappedToEdgeTpu"] == report["graphSplitsAtOp"] == hard_swish["firstIndex"]
+        assert "minimalistic=True" in report["warnings"][-1]
+    else:
+        assert blockers == [] and report["mappedToEdgeTpu"] == report["operations"]
+        assert report["graphSplitsAtOp"] is None
+    mapping = {"mapped": report["mappedToEdgeTpu"], "operations": report["operations"], "blockers": blockers}
+    assert last_zoo_run_mapping(model) in (mapping, None)  # the same ops as the matrix's export mapped

@@ -1,0 +1,66 @@
+"""The zoo matrix (benchmarks/zoo_matrix.py): a subset of its cells that covers every zoo family and
+every format, each run for real and held to the last full run's outcome; and the README's table,
+which must be the one that run's raw results (benchmarks/zoo_matrix.json) render."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("zoo_matrix", REPO / "benchmarks" / "zoo_matrix.py")
+matrix = importlib.util.module_from_spec(_spec)
+sys.modules["zoo_matrix"] = matrix
+_spec.loader.exec_module(matrix)
+
+import zoo  # noqa: E402  (tests/zoo.py, beside this file)
+
+# One cell per zoo model, every format at least once; the heavy models take the cheaper cells.
+CI_SUBSET = (
+    ("mobilenet_v2", "core_ml"),
+    ("mobilenet_v3_small", "tf_js"),
+    ("mobilenet_v3_large", "edgetpu_tflite"),
+    ("efficientnet_b0", "tflite uint8"),
+    ("efficientnet_v2_b0", "tflite float16"),
+    ("nasnet_mobile", "tflite float32"),
+    ("resnet50", "tflite float16"),
+    ("tf_module", "tf_saved_model"),
+    ("logits", "tflite float16"),
+)
+
+
+def last_run() -> dict:
+    return json.loads(matrix.RESULTS_FILE.read_text())
+
+
+def test_the_readme_table_is_the_last_full_run():
+    run = last_run()
+    assert run["models"] == list(zoo.ZOO) and run["cells"] == [cell.name for cell in matrix.CELLS]
+    recorded = {(r["model"], r["cell"]) for r in run["results"]}
+    not_run = {tuple(cell) for cell in run.get("notRun", {}).get("cells", [])}
+    assert not recorded & not_run and run.get("notRun", {}).get("reason", "stated") != ""
+    assert recorded | not_run == {(m, c) for m in run["models"] for c in run["cells"]}, "every cell shown"
+    assert matrix.readme_table(matrix.README.read_text()) == matrix.render_table(run)
+
+
+def test_the_subset_covers_every_family_and_every_format():
+    assert sorted({model for model, _ in CI_SUBSET}) == sorted(zoo.ZOO)
+    assert sorted({cell for _, cell in CI_SUBSET}) == sorted(matrix.CELL_BY_NAME)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,cell", CI_SUBSET, ids=[f"{m}-{c.replace(' ', '_')}" for m, c in CI_SUBSET])
+def test_a_cell_does_what_the_full_run_recorded(model, cell, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPORTER_EDGETPU_COMPILER", str(matrix.STANDIN))
+    monkeypatch.setenv("STANDIN_RECORD", str(tmp_path / "standin-call.json"))
+    record = matrix.run_cell(zoo.zoo_model(model), matrix.CELL_BY_NAME[cell], tmp_path / "out")
+    (recorded,) = [r for r in last_run()["results"] if (r["model"], r["cell"]) == (model, cell)]
+    assert record["result"] == recorded["result"], record
+    if record["result"] == "fail":
+        assert record["code"] == recorded["code"], record
+    else:
+        assert record["decided"] > 0 and record["bytes"] > 0
+    if "edgetpu" in recorded:  # the op graph is deterministic: the same ops map
+        assert record["edgetpu"] == recorded["edgetpu"]
