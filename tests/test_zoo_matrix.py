@@ -17,16 +17,18 @@ _spec.loader.exec_module(matrix)
 
 import zoo  # noqa: E402  (tests/zoo.py, beside this file)
 
-# One cell per zoo model, every format at least once; the heavy models take the cheaper cells.
+# One cell per zoo model, every format at least once, the cheaper cells of each model (about 310 s
+# of exports as the full run measured them, on two shared cores). EfficientNetB0's failing uint8
+# cell is held to its outcome by the full run (make zoo), not here: its remedies take minutes.
 CI_SUBSET = (
-    ("mobilenet_v2", "core_ml"),
+    ("mobilenet_v2", "tflite float16"),
     ("mobilenet_v3_small", "tf_js"),
     ("mobilenet_v3_large", "edgetpu_tflite"),
-    ("efficientnet_b0", "tflite uint8"),
-    ("efficientnet_v2_b0", "tflite float16"),
+    ("efficientnet_b0", "tf_saved_model"),
+    ("efficientnet_v2_b0", "core_ml"),
     ("nasnet_mobile", "tflite float32"),
     ("resnet50", "tflite float16"),
-    ("tf_module", "tf_saved_model"),
+    ("tf_module", "tflite uint8"),
     ("logits", "tflite float16"),
 )
 
@@ -61,6 +63,7 @@ def test_a_cell_does_what_the_full_run_recorded(model, cell, tmp_path, monkeypat
     if record["result"] == "fail":
         assert record["code"] == recorded["code"], record
     else:
-        assert record["decided"] > 0 and record["bytes"] > 0
+        assert record["bytes"] > 0 and record.get("note") == recorded.get("note")
+        assert ("decided" in record) == ("decided" in recorded)  # Core ML on Linux compares no scores
     if "edgetpu" in recorded:  # the op graph is deterministic: the same ops map
         assert record["edgetpu"] == recorded["edgetpu"]
