@@ -1,5 +1,5 @@
 # The two commands of the README, and a quick test loop.
-.PHONY: setup export lint test test-fast zoo
+.PHONY: setup export lint test test-fast zoo zoo-test
 
 setup:
 	bash scripts/setup.sh
@@ -26,3 +26,7 @@ test-fast: setup
 # benchmarks/zoo_matrix.json and the README's table. CI runs a subset (tests/test_zoo_matrix.py).
 zoo: setup
 	.venv/bin/python benchmarks/zoo_matrix.py
+
+# The tests on every zoo model (the suite trains only the quick ones): over an hour on two cores.
+zoo-test: setup
+	.venv/bin/python -m pytest --zoo tests/test_zoo_matrix.py tests/test_edgetpu.py tests/test_normalization.py tests/test_quantization_budget.py

@@ -157,3 +157,35 @@ def zoo_model():
     import zoo
 
     return zoo.zoo_model
+
+
+# The zoo (tests/zoo.py) trains nine architectures: from half a minute (the tf.Module) to a quarter
+# of an hour (NASNetMobile) each on two cores, over an hour in all. The suite trains the two quick
+# ones; tests on the others run with --zoo (`make zoo-test`), and the whole matrix with `make zoo`.
+QUICK_ZOO_MODELS = ("tf_module", "mobilenet_v3_small")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--zoo", action="store_true", help="also run the tests on the zoo models that take minutes each to train"
+    )
+
+
+def _needs_a_slow_zoo_model(item) -> bool:
+    if item.get_closest_marker("zoo"):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    import zoo
+
+    return any(isinstance(v, str) and v in zoo.ZOO and v not in QUICK_ZOO_MODELS for v in params.values())
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--zoo"):
+        return
+    kept, left_out = [], []
+    for item in items:
+        (left_out if _needs_a_slow_zoo_model(item) else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
