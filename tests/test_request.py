@@ -20,7 +20,13 @@ def violations(data, parse=parse_output_config):
 def test_empty_format_means_tflite_with_defaults():
     request = parse_output_config(gcs())
     assert request.model_format == "tflite"
-    assert request.params == {"quantization": "uint8", "calibration_count": "100"}
+    assert request.params == {
+        "quantization": "uint8",
+        "calibration_count": "100",
+        "max_disagreement": "auto",
+        "quantization_remedies": "all",
+        "output_scores": "probabilities",
+    }
     assert request.destination == "gs://bucket/dir"
 
 

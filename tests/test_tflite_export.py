@@ -186,7 +186,10 @@ def test_export_outside_tolerance_fails_and_leaves_nothing(canary_model, tmp_pat
         export_model(canary_model, config(tmp_path, "uint8"))
     assert raised.value.code is Code.FAILED_PRECONDITION
     assert re.search(r"max abs difference \S+ exceeds 1e-09", raised.value.message)
-    assert list(tmp_path.iterdir()) == []
+    # nothing published: only the failed attempt's report, in its hidden .failed folder, holding no model
+    left = list(tmp_path.iterdir())
+    assert [p.name.endswith(".failed") for p in left] == [True]
+    assert [f.name for f in left[0].iterdir()] == ["export_report.json"]
 
 
 def test_cloud_model_type_is_failed_precondition(canary_model, model_copy, tmp_path):
