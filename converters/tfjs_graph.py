@@ -4,13 +4,17 @@ TensorFlow's oneDNN graph rewrites (on by default on x86) fuse Conv + HardSwish 
 ``_FusedHardSwish`` and similar ops that no tfjs backend implements, so a MobileNetV3 converted
 under them runs nowhere. The switch (``TF_ENABLE_ONEDNN_OPTS=0``) is read when TensorFlow is
 imported: where this process already runs TensorFlow with the rewrites on, the conversion runs
-in a fresh Python process with them off (``python -m converters.tfjs_graph``).
+in a fresh Python process with them off (``python -m converters.tfjs_graph``). That process dies
+with the one that started it (a worker killed mid-export must not leave it writing into a staging
+folder that the operation's next attempt has already cleaned).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +24,16 @@ from exporter.core.errors import Code, ExportError
 from exporter.core.model_source import SERVING_KEY
 
 ONEDNN_SETTING = "TF_ENABLE_ONEDNN_OPTS"
+PARENT_SETTING = "EXPORTER_TFJS_PARENT_PID"  # the process whose death ends the conversion process
+PR_SET_PDEATHSIG = 1  # prctl(2)
 QUANTIZATION_MAPS = {"float32": None, "float16": {"float16": "*"}, "uint8": {"uint8": "*"}}
 # What tensorflowjs raises when it refuses a model (not a crash of ours).
 REFUSALS = (ValueError, NotImplementedError, TypeError)
 
 
-def _convert_here(saved_model: Path, workdir: Path, quantization: str, shard_size_bytes: int) -> None:
+def _convert_here(
+    saved_model: Path, workdir: Path, quantization: str, shard_size_bytes: int, metadata: dict | None = None
+) -> None:
     from tensorflowjs.converters import tf_saved_model_conversion_v2 as tfjs
 
     tfjs.convert_tf_saved_model(
@@ -35,6 +43,7 @@ def _convert_here(saved_model: Path, workdir: Path, quantization: str, shard_siz
         saved_model_tags="serve",
         quantization_dtype_map=QUANTIZATION_MAPS[quantization],
         weight_shard_size_bytes=shard_size_bytes,
+        metadata=metadata,  # model.json's userDefinedMetadata: GraphModel.metadata in tfjs
     )
 
 
@@ -43,17 +52,20 @@ def rewrites_off_here() -> bool:
     return os.environ.get(ONEDNN_SETTING) == "0"
 
 
-def convert_graph(saved_model: Path, workdir: Path, quantization: str, shard_size_bytes: int) -> None:
+def convert_graph(
+    saved_model: Path, workdir: Path, quantization: str, shard_size_bytes: int, metadata: dict | None = None
+) -> None:
+    """Convert `saved_model` into `workdir`; `metadata` becomes model.json's userDefinedMetadata."""
     if rewrites_off_here():
         try:
-            _convert_here(saved_model, workdir, quantization, shard_size_bytes)
+            _convert_here(saved_model, workdir, quantization, shard_size_bytes, metadata)
         except REFUSALS as error:
             raise library_failure("tensorflowjs", error) from error
         return
-    arguments = [str(saved_model), str(workdir), quantization, str(shard_size_bytes)]
+    arguments = [str(saved_model), str(workdir), quantization, str(shard_size_bytes), json.dumps(metadata)]
     done = subprocess.run(
         [sys.executable, "-m", "converters.tfjs_graph", *arguments],
-        env={**os.environ, ONEDNN_SETTING: "0", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**os.environ, ONEDNN_SETTING: "0", "TF_CPP_MIN_LOG_LEVEL": "3", PARENT_SETTING: str(os.getpid())},
         capture_output=True,
         text=True,
         check=False,
@@ -71,10 +83,21 @@ def convert_graph(saved_model: Path, workdir: Path, quantization: str, shard_siz
     raise ExportError(Code.INTERNAL, f"the tensorflowjs conversion process failed: {tail[-400:]}")
 
 
+def die_with_parent() -> None:
+    """SIGKILL this process when the one that started it dies (Linux' parent-death signal)."""
+    parent = int(os.environ.get(PARENT_SETTING, "0"))
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)
+
+
 def main(arguments: list[str]) -> int:
-    saved_model, workdir, quantization, shard_size_bytes = arguments
+    die_with_parent()
+    saved_model, workdir, quantization, shard_size_bytes, metadata = arguments
     try:
-        _convert_here(Path(saved_model), Path(workdir), quantization, int(shard_size_bytes))
+        _convert_here(Path(saved_model), Path(workdir), quantization, int(shard_size_bytes), json.loads(metadata))
     except REFUSALS as error:
         print(json.dumps({"refused": library_failure("tensorflowjs", error).message.split(": ", 1)[-1]}))
         return 1

@@ -75,3 +75,42 @@ def test_missing_js_packages_are_a_clear_error(canary_model, tmp_path, monkeypat
         export_model(canary_model, tfjs_config(destination))
     assert raised.value.code is Code.FAILED_PRECONDITION and "npm ci" in raised.value.message
     assert list(destination.iterdir()) == []
+
+
+def test_the_conversion_process_dies_with_the_process_that_started_it(canary_model, tmp_path):
+    """A worker killed mid-export (kill -9) takes its tensorflowjs conversion process with it: left
+    running, it would write into a staging folder the operation's next attempt has cleaned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    starter = (
+        "import sys; from pathlib import Path; from converters.tfjs_graph import convert_graph; "
+        "convert_graph(Path(sys.argv[1]), Path(sys.argv[2]), 'float32', 4194304)"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", starter, str(canary_model / "saved_model"), str(tmp_path / "out")], env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (children := psutil.Process(parent.pid).children()):
+            assert parent.poll() is None and time.monotonic() < deadline, "no conversion process started"
+            time.sleep(0.05)
+        (conversion,) = children
+        assert "converters.tfjs_graph" in conversion.cmdline()
+        time.sleep(1)  # past its start: the parent-death signal is armed first thing
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        # Left alive, it would finish converting (seconds away: it is still starting); killed with
+        # its parent, it is gone at once and writes nothing.
+        _, alive = psutil.wait_procs([conversion], timeout=5)
+        assert alive == [], "the conversion process outlived the process that started it"
+        assert not (tmp_path / "out" / "model.json").exists()
+    finally:
+        if parent.poll() is None:
+            parent.kill()

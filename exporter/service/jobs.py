@@ -74,6 +74,7 @@ class Drain(threading.Thread):
                 break
         if self.done.is_set() or self.done.wait(self.drain_seconds):
             return
+        end_child_processes()  # before the hand-back: none may write into the next holder's destination
         handed = self.store.hand_back(self.row.id, self.row.fence)
         log.warning(
             "stopping: %s %s after %gs of drain",
@@ -83,6 +84,21 @@ class Drain(threading.Thread):
         )
         logging.shutdown()
         os._exit(0)
+
+
+def end_child_processes() -> None:
+    """Kill every process this one started (a tensorflowjs conversion, Node.js): they outlive an
+    os._exit, and one still writing into the job's staging folder would recreate it after the next
+    holder removed it."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=10)
 
 
 def destination_options(settings: ServiceSettings, row: OperationRow, request: ExportRequest) -> dict:
