@@ -3,26 +3,20 @@ broker, the store and the model storage.
 
 One job at a time per process (the solo pool: the job runs in the worker's main process, so a
 kill -9 of the worker ends its job too, and the store requeues it). SIGTERM starts Celery's warm
-shutdown; the running job drains for ``drain_seconds`` and is then handed back to the queue.
-
-The drain starts when the signal arrives, not when Celery's handler runs: Python runs a signal
-handler only between two bytecodes of the main thread, which a conversion holds in one C call for
-seconds, so under load the job could finish before its worker "heard" the SIGTERM. The signal's
-number is written to a wakeup pipe the moment it arrives, and a thread reading that pipe starts the
-drain.
+shutdown; the running job drains for ``drain_seconds`` and is then handed back to the queue. The
+drain starts when the signal arrives, not when Celery's handler runs (``jobs.drain_on_sigterm``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import uuid
 
 from exporter.service.celery_runner import DEFAULT_QUEUE, FORMAT_QUEUES, TASK, make_celery
-from exporter.service.jobs import run_operation
+from exporter.service.jobs import drain_on_sigterm, run_operation
 from exporter.service.settings import ServiceSettings
 from exporter.service.store import Store
 
@@ -45,21 +39,6 @@ def queues_here() -> list[str]:
     if EngineBuilder.reachable() is not None:
         queues.append(FORMAT_QUEUES["docker"])
     return queues
-
-
-def drain_on_sigterm(stopping: threading.Event) -> None:
-    """Set `stopping` as soon as SIGTERM arrives (see the module's docstring). Call from the main
-    thread; the signal still needs a Python handler (Celery installs its warm-shutdown one)."""
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)  # required by set_wakeup_fd: a full pipe must never block a signal
-    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-
-    def watch() -> None:
-        while received := os.read(read_end, 64):
-            if signal.SIGTERM in received:  # one byte per signal, its number
-                stopping.set()
-
-    threading.Thread(target=watch, name="sigterm-watch", daemon=True).start()
 
 
 def start_worker(settings: ServiceSettings, queues: list[str], name: str | None = None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,25 @@ def end_child_processes() -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(children, timeout=10)
+
+
+def drain_on_sigterm(stopping: threading.Event) -> None:
+    """Set `stopping` as soon as SIGTERM arrives, not when its Python handler runs: Python runs a
+    handler only between two bytecodes of the main thread, which a conversion holds in one C call
+    for seconds, so under load a job could end before its worker "heard" the SIGTERM. The signal's
+    number is written to a wakeup pipe the moment it arrives; a thread reading the pipe sets
+    `stopping`. Call from the main thread, with a Python handler installed for SIGTERM (Celery's
+    warm-shutdown one, or the embedded worker's)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # required by set_wakeup_fd: a full pipe must never block a signal
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while received := os.read(read_end, 64):
+            if signal.SIGTERM in received:  # one byte per signal, its number
+                stopping.set()
+
+    threading.Thread(target=watch, name="sigterm-watch", daemon=True).start()
 
 
 def destination_options(settings: ServiceSettings, row: OperationRow, request: ExportRequest) -> dict:

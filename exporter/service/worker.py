@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from exporter.service.jobs import run_operation
+from exporter.service.jobs import drain_on_sigterm, run_operation
 from exporter.service.settings import ServiceSettings
 from exporter.service.store import Store
 
@@ -52,6 +52,7 @@ def worker_main(settings_json: str, owner: str) -> None:
     os.nice(settings.worker_niceness)  # conversions yield the CPU to the API
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    drain_on_sigterm(stopping)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops its workers
 
     def stop_if_orphaned() -> None:
