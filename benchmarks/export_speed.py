@@ -54,13 +54,15 @@ def engine_child(model: str, out: str) -> None:
     """In a fresh process: every export in turn; prints the stage seconds and peak memory."""
     # oneDNN stays on, as with the stock tools: the tf_js export converts in a fresh process
     # without oneDNN's rewrites (converters/tfjs_graph.py), its cost counted in its convert stage.
+    from converters.load_scope import shared_loads
     from exporter.run import export_model
 
     exports = []
-    for model_format, params in ENGINE_EXPORTS:
-        config = {"modelFormat": model_format, "gcsDestination": {"outputUriPrefix": out}, "params": params}
-        result = export_model(model, config)
-        exports.append({"format": label(model_format, params), "seconds": result.seconds})
+    with shared_loads():  # one load of the model (and one reference run) for every export
+        for model_format, params in ENGINE_EXPORTS:
+            config = {"modelFormat": model_format, "gcsDestination": {"outputUriPrefix": out}, "params": params}
+            result = export_model(model, config)
+            exports.append({"format": label(model_format, params), "seconds": result.seconds})
     status = Path("/proc/self/status").read_text()
     peak = next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
     print(json.dumps({"exports": exports, "peakMemoryBytes": peak}))

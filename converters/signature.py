@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from converters.load_scope import shared
 from exporter.core.model_source import SERVING_KEY
 
 
@@ -25,7 +26,12 @@ class ServingSignature:
 
 
 def load_serving_signature(saved_model_dir: str | Path) -> ServingSignature:
-    import tensorflow as tf
+    """The folder's serving signature; loaded once per ``shared_loads()`` scope."""
 
-    loaded = tf.saved_model.load(str(saved_model_dir))
-    return ServingSignature(loaded, loaded.signatures[SERVING_KEY])
+    def load() -> ServingSignature:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(saved_model_dir))
+        return ServingSignature(loaded, loaded.signatures[SERVING_KEY])
+
+    return shared(("serving signature", str(Path(saved_model_dir).resolve())), load)

@@ -12,9 +12,11 @@ the check raises once.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from converters.load_scope import shared
 from converters.output_scores import as_probabilities, output_kind
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import UNLABELED, ImageSet, load_image_set, normalize
@@ -110,12 +112,21 @@ def source_scores(saved_model_dir, inputs: np.ndarray, batch: int = 64) -> np.nd
 
 
 def make_reference(source, limit: int = HELDOUT_LIMIT) -> Reference:
-    images = load_image_set(
-        source.heldout_dir, source.labels, source.height, source.width, limit=limit, purpose="held-out"
-    )
-    inputs = normalize(images.pixels, source.mean, source.std)
-    scores = source_scores(source.saved_model_dir, inputs)
-    return Reference(images, inputs, scores, output_kind(scores))
+    """The source's scores on its held-out images; computed once per ``shared_loads()`` scope."""
+
+    def build() -> Reference:
+        images = load_image_set(
+            source.heldout_dir, source.labels, source.height, source.width, limit=limit, purpose="held-out"
+        )
+        inputs = normalize(images.pixels, source.mean, source.std)
+        scores = source_scores(source.saved_model_dir, inputs)
+        for shared_array in (images.pixels, inputs, scores):
+            shared_array.flags.writeable = False  # one reference serves every export in a scope
+        return Reference(images, inputs, scores, output_kind(scores))
+
+    contract = (source.height, source.width, tuple(np.ravel(source.mean)), tuple(np.ravel(source.std)))
+    where = (str(Path(source.saved_model_dir).resolve()), str(Path(source.heldout_dir).resolve()))
+    return shared(("reference", *where, *contract, tuple(source.labels), limit), build)
 
 
 def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float | None:

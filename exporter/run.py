@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from converters import REGISTRY
+from converters.load_scope import sharing_loads
 from converters.verification import make_reference
 from exporter.cache import ExportCache, steps_through_cache
 from exporter.core.clock import export_folder_name, rfc3339_millis, utc_now
@@ -92,6 +93,7 @@ def check_exportable(source: ModelSource, request: ExportRequest) -> None:
         )
 
 
+@sharing_loads  # the source is loaded and run on its held-out images once per export
 def export_model(
     model: str | Path,
     output_config: dict[str, Any],
@@ -197,6 +199,7 @@ def _failed(
     return ExportFailed(error, message, report, path)
 
 
+@sharing_loads
 def verify_export(
     export_dir: str | Path,
     model: str | Path,

@@ -569,6 +569,13 @@ def _stage_error(stage: str, converter: str, error: BaseException) -> ExportErro
 
 
 def _run_export(job: dict, send) -> None:
+    from converters.load_scope import shared_loads
+
+    with shared_loads():  # the source is loaded and run on its held-out images once
+        _convert_and_verify(job, send)
+
+
+def _convert_and_verify(job: dict, send) -> None:
     from converters import REGISTRY
     from converters.verification import make_reference
 

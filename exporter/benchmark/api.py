@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from converters.load_scope import shared_loads
 from exporter.benchmark import charts, report
 from exporter.benchmark.baseline import DEFAULT_MARGIN, compare, read_baseline
 from exporter.benchmark.formats import FormatSpec, parse_formats
@@ -76,7 +77,8 @@ def benchmark_model(
 
     source = read_model(model, images=images, input_size=input_size)
     read_options = {"images": images, "input_size": input_size}
-    with tempfile.TemporaryDirectory(prefix="benchmark-") as work:
+    # One load of the source and one reference run for every export of the matrix.
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as work, shared_loads():
         workload, source_accuracy = prepare_workload(source, Path(work) / "data", runs, min_seconds, warmup)
         rows = _run_matrix(
             Path(model), source, specs, chosen, workload, out / "exports", source_accuracy, console, read_options

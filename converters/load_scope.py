@@ -1,0 +1,62 @@
+"""One load of each SavedModel, and one run of the source on its held-out images, per scope.
+
+One export loads the source SavedModel several times over (the output-kind probe, the converter's
+own trace, the reference scores its check compares against), and the benchmark harness exports one
+model to many formats. Inside ``shared_loads()`` each of those is built once and handed to every
+later caller; outside it (the default) nothing is kept, so a long-lived worker never holds a model
+after its export.
+
+    with shared_loads():
+        for model_format in formats:
+            export_model(model, {"modelFormat": model_format, ...})
+
+The scope is a context variable: it covers the thread (and asyncio task) that opened it. What is
+shared must not be changed by its users: loaded SavedModels are only traced and called, and the
+reference's arrays are only read.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import ParamSpec, TypeVar
+
+T = TypeVar("T")
+P = ParamSpec("P")
+_memo: ContextVar[dict[Hashable, object] | None] = ContextVar("shared_loads", default=None)
+
+
+@contextmanager
+def shared_loads() -> Iterator[None]:
+    """Share loads within this block (nested blocks join the outer one)."""
+    if _memo.get() is not None:
+        yield
+        return
+    token = _memo.set({})
+    try:
+        yield
+    finally:
+        _memo.reset(token)
+
+
+def shared(key: Hashable, build: Callable[[], T]) -> T:
+    """`build()`'s result, built once per scope for `key`; built every time outside a scope."""
+    memo = _memo.get()
+    if memo is None:
+        return build()
+    if key not in memo:
+        memo[key] = build()
+    return memo[key]  # type: ignore[return-value]
+
+
+def sharing_loads(function: Callable[P, T]) -> Callable[P, T]:
+    """Run `function` inside a ``shared_loads()`` scope (joining the caller's, if any)."""
+
+    @functools.wraps(function)
+    def within_scope(*args: P.args, **kwargs: P.kwargs) -> T:
+        with shared_loads():
+            return function(*args, **kwargs)
+
+    return within_scope
