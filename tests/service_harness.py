@@ -98,3 +98,25 @@ class Server:
             body = response.json()
             if body["done"] or time.monotonic() > deadline:
                 return body
+
+
+def export_burst(server: Server, destination: Path, clients: int = 20) -> tuple[list[str], list[str]]:
+    """`clients` clients post the same export of the canary into `destination` at the same moment:
+    (the accepted operations' names, the refused ones' error statuses)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = json.dumps({"outputConfig": {"gcsDestination": {"outputUriPrefix": str(destination)}}})
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1beta1/{PARENT}/models/canary:export",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(clients) as pool:
+        responses = list(pool.map(post, range(clients)))
+    accepted = [r.json()["name"] for r in responses if r.status_code == 200]
+    refused = [r.json()["error"]["status"] for r in responses if r.status_code != 200]
+    return accepted, refused

@@ -12,9 +12,7 @@ import json
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from conftest import CACHE
@@ -29,7 +27,7 @@ from fleet_harness import (
     exports_and_staging,
     wait_for,
 )
-from service_harness import PARENT, Server
+from service_harness import PARENT, Server, export_burst
 
 pytestmark = pytest.mark.slow
 
@@ -240,20 +238,7 @@ def test_restart_of_redis_during_a_run_loses_nothing(live_fleet):
 
 def test_20_clients_at_once_limits_exact_folders_unique(live_fleet):
     fleet = live_fleet
-    body = json.dumps({"outputConfig": {"gcsDestination": {"outputUriPrefix": str(fleet.outputs / "burst")}}})
-
-    def post(_: int) -> httpx.Response:
-        return httpx.post(
-            f"{fleet.server.url}/v1beta1/{PARENT}/models/canary:export",
-            content=body,
-            headers={"content-type": "application/json"},
-            timeout=60,
-        )
-
-    with ThreadPoolExecutor(20) as pool:
-        responses = list(pool.map(post, range(20)))
-    accepted = [r.json()["name"] for r in responses if r.status_code == 200]
-    refused = [r.json()["error"]["status"] for r in responses if r.status_code != 200]
+    accepted, refused = export_burst(fleet.server, fleet.outputs / "burst")
     assert len(accepted) == 8 and refused == ["RESOURCE_EXHAUSTED"] * 12  # the default limit, 8
     for name in accepted:
         assert "response" in fleet.server.wait(name, timeout=300)

@@ -7,19 +7,16 @@ and publishes an export, and a conversion in the worker process itself dies with
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from conftest import CACHE
 from exporter.service.store import Store
 from fleet_harness import create_database, drop_database, exports_and_staging, wait_for
-from service_harness import PARENT, Server
+from service_harness import PARENT, Server, export_burst
 
 pytestmark = pytest.mark.slow
 
@@ -160,20 +157,7 @@ def test_20_clients_at_once_limits_exact_folders_unique(shared):
     """20 clients post at the same moment into one folder: exactly the limit gets in, every
     accepted export ends with its own folder, none is lost or run twice."""
     server, store, outputs = shared
-    body = json.dumps({"outputConfig": {"gcsDestination": {"outputUriPrefix": str(outputs / "burst")}}})
-
-    def post(_: int) -> httpx.Response:
-        return httpx.post(
-            f"{server.url}/v1beta1/{PARENT}/models/canary:export",
-            content=body,
-            headers={"content-type": "application/json"},
-            timeout=60,
-        )
-
-    with ThreadPoolExecutor(20) as pool:
-        responses = list(pool.map(post, range(20)))
-    accepted = [r.json()["name"] for r in responses if r.status_code == 200]
-    refused = [r.json()["error"]["status"] for r in responses if r.status_code != 200]
+    accepted, refused = export_burst(server, outputs / "burst")
     assert len(accepted) == 6 and refused == ["RESOURCE_EXHAUSTED"] * 14
     for name in accepted:
         assert "response" in server.wait(name, timeout=300)
