@@ -43,6 +43,12 @@ class Destination(abc.ABC):
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
+    def find_published(self, final_name: str) -> tuple[str, dict] | None:
+        """(where, report) of a complete export already published under `final_name`, else None:
+        how a later attempt of an operation finds what an earlier one published but could not
+        record. Destinations that overwrite (a registry tag) have nothing to find."""
+        return None
+
     @property
     def details(self) -> dict:
         return {}

@@ -11,6 +11,7 @@ a failure during the copy removes what was copied.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import tempfile
@@ -117,6 +118,18 @@ class GcsDestination(Destination):
         finally:
             self._delete_staging(bucket)
         return f"{self.uri}/{final_name}"
+
+    def find_published(self, final_name: str) -> tuple[str, dict] | None:
+        """The export under `final_name` and its report (copied last: present means complete)."""
+        from google.api_core import exceptions
+
+        try:
+            data = self._bucket().blob(self._key(final_name, REPORT_FILE)).download_as_bytes()
+            return f"{self.uri}/{final_name}", json.loads(data)
+        except exceptions.NotFound:
+            return None
+        except ValueError:
+            return None
 
     def _delete_staging(self, bucket) -> None:
         if self._staging_prefix:

@@ -7,6 +7,7 @@ The export is staged in a hidden sibling folder on the same file system and publ
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from exporter.core.errors import Code, ExportError, os_error
+from exporter.core.report import REPORT_FILE
 from exporter.core.request import ExportRequest
 from exporter.destinations.base import Destination
 
@@ -32,6 +34,7 @@ def local_path(prefix: str) -> Path | None:
 # search permission on the folder, as a path-based mkdir would.
 _FOLDER = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
 _NO_FOLLOW = _FOLDER | os.O_NOFOLLOW
+MAX_REPORT_BYTES = 16 << 20
 
 
 class LocalDestination(Destination):
@@ -152,6 +155,26 @@ class LocalDestination(Destination):
         finally:
             os.close(fd)
         return str(final)
+
+    def find_published(self, final_name: str) -> tuple[str, dict] | None:
+        """The export folder `final_name` and its report, reached without following links (a
+        published folder is complete: it appeared by one rename)."""
+        try:
+            fd = self._open_folder(create=False)
+        except ExportError:
+            return None
+        try:
+            export = os.open(final_name, _NO_FOLLOW, dir_fd=fd)
+            try:
+                report = os.open(REPORT_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=export)
+            finally:
+                os.close(export)
+            with os.fdopen(report, "rb") as handle:
+                return str(self.folder / final_name), json.loads(handle.read(MAX_REPORT_BYTES))
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
 
     def discard(self, staging: Path) -> None:
         """Remove what is left of the staging folder, in the folder reached without links."""

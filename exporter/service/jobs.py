@@ -155,6 +155,31 @@ def remove_dead_staging(row: OperationRow, request: ExportRequest, options: dict
     return dead
 
 
+def earlier_publish(row: OperationRow, request: ExportRequest, options: dict, model: str) -> tuple[str, dict] | None:
+    """(where, report) of what an earlier attempt of this operation published but could not
+    record, else None. Publish is idempotent per operation: the final name carries the create time,
+    unique per destination, and the report found there must be of this very request (create time,
+    format, params and model content), not merely of the same name."""
+    from exporter.core.clock import export_folder_name
+    from exporter.core.model_source import read_model
+    from exporter.destinations import open_destination
+
+    source = read_model(model)
+    found = open_destination(request, **options).find_published(
+        export_folder_name(source.display_name, row.create_time)
+    )
+    if found is None:
+        return None
+    report = found[1]
+    same = (
+        report.get("createTime") == rfc3339_millis(row.create_time)
+        and report.get("modelFormat") == request.model_format
+        and report.get("params") == request.params
+        and (report.get("model") or {}).get("digest") == source.content_digest()
+    )
+    return found if same else None
+
+
 def export_cache(settings: ServiceSettings) -> ExportCache | None:
     if settings.export_cache_dir is None:
         return None
@@ -259,6 +284,17 @@ def _attempt(
         options = destination_options(settings, row, request)
         if row.fence > 1 and (dead := remove_dead_staging(row, request, options)):
             log.info("%s: removed staging folders of earlier attempts: %s", row.name, ", ".join(dead))
+        if row.fence > 1 and (earlier := earlier_publish(row, request, options, model.path)) is not None:
+            # An earlier attempt published, and the store dropped before its result was recorded.
+            log.info("%s: recording what an earlier attempt published: %s", row.name, earlier[0])
+            check_cancel()
+            publishing.__enter__()
+            output_dir, report = earlier
+            folder = request.row.destination is DestinationKind.GCS
+            publishing.finish(
+                State.SUCCEEDED, progress_percent=100, output_dir=output_dir if folder else None, report=report
+            )
+            return None, {}
         sandbox = export_sandbox(settings)  # an imported model is not trusted: refused without it
         result = export_model(
             model.path,
