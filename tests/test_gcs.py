@@ -42,6 +42,19 @@ def test_export_lands_complete_in_the_bucket(canary_model, bucket):
     assert hashlib.sha256(model).hexdigest() == entry["sha256"]
 
 
+def test_a_published_export_is_found_by_its_name(canary_model, bucket):
+    """What the next attempt of an operation reads when its result was not recorded."""
+    from exporter.core.request import parse_output_config
+    from exporter.destinations import open_destination
+
+    config = tflite_config(f"gs://{bucket.name}/team/exports", "uint8")
+    result = export_model(canary_model, config)
+    destination = open_destination(parse_output_config(config))
+    final_name = result.output_dir.rsplit("/", 1)[1]
+    assert destination.find_published(final_name) == (result.output_dir, result.report)
+    assert destination.find_published(final_name + "-not-there") is None
+
+
 def test_missing_bucket_is_not_found_before_any_work(canary_model, emulator, monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
     with pytest.raises(ExportError) as raised:
