@@ -10,6 +10,11 @@ worker would come back for ever); and the dispatcher here sends again what no li
 an operation whose holder stopped beating is queued again within ``liveness_seconds``, and a queued
 operation whose message may have been lost (a warm shutdown can drop one) is sent again after
 ``redispatch_seconds``.
+
+On RabbitMQ (``amqp://``) two of the broker's own timers would cut a long job short, so the app is
+set up differently there (``make_celery``): the solo pool cannot answer AMQP heartbeats while a
+job runs, and RabbitMQ closes the channel of a delivery not acknowledged within its
+``consumer_timeout`` (30 min by default, a setting of the broker, not of the client).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from exporter.core.request import parse_output_config
+from exporter.service.jobs import destination_options, remove_dead_staging
 from exporter.service.settings import ServiceSettings
-from exporter.service.store import OperationRow, Store
+from exporter.service.store import OperationRow, State, Store
 
 log = logging.getLogger("exporter.celery")
 
@@ -43,12 +50,39 @@ def make_celery(settings: ServiceSettings):
         worker_prefetch_multiplier=1,  # one message at a time per worker: no job waits behind another
         task_ignore_result=True,  # the result is the operation in the store, not a Celery result
         task_default_queue=DEFAULT_QUEUE,
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_seconds},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
+    if is_amqp(settings.broker_url):
+        app.conf.update(
+            # The solo pool runs a job in the loop that would answer heartbeats: RabbitMQ dropped
+            # the connection of every job longer than the heartbeat timeout and delivered it again.
+            # Without heartbeats a killed worker is still seen at once (its socket closes); a lost
+            # machine's job is requeued by the store's liveness check.
+            broker_heartbeat=0,
+            # A job past RabbitMQ's consumer_timeout has its channel closed (the message goes back
+            # to the queue; its delivery to another worker is a refused claim): reconnect and go
+            # on serving instead of exiting with "Unrecoverable error: PreconditionFailed".
+            broker_channel_error_retry=True,
+        )
+    else:
+        # Redis (and SQS) deliver again a message not acknowledged within this time.
+        app.conf.broker_transport_options = {"visibility_timeout": settings.broker_visibility_seconds}
     return app
+
+
+def is_amqp(broker_url: str) -> bool:
+    """A RabbitMQ (AMQP) broker URL, as Celery's transports name them."""
+    return broker_url.split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp", "librabbitmq")
+
+
+# Why an operation failed after its last attempt lost its worker. Every counted attempt that ends
+# without a result ends this way (any error in a job ends the operation), so it held for each.
+LOST_WORKER = (
+    "the job's worker stopped answering in each attempt (it died: out of memory, killed or its machine lost; "
+    "or it stalled)"
+)
 
 
 class CeleryRunner:
@@ -83,13 +117,26 @@ class CeleryRunner:
             self.wake.wait(1.0)
             self.wake.clear()
 
+    def _clean_up_ended(self, row: OperationRow) -> None:
+        """An operation that ended with its worker lost (failed after its last attempt, or
+        cancelled) gets no later attempt to remove the staging folders its attempts left."""
+        if not State(row.state).done:
+            return  # queued again: the next attempt removes them
+        try:
+            request = parse_output_config(row.output_config)
+            if dead := remove_dead_staging(row, request, destination_options(self.settings, row, request)):
+                log.info("%s: removed staging folders of its lost attempts: %s", row.name, ", ".join(dead))
+        except Exception:  # noqa: BLE001  (a destination no longer allowed or unreachable: left as it is)
+            log.exception("%s: staging folders of its lost attempts not removed", row.name)
+
     def dispatch_once(self) -> int:
         """Requeue what no live worker holds, then send every queued operation not yet sent."""
         self.store.release_lost(
             None,
             self.settings.max_attempts,
-            "the job's worker stopped answering",
+            LOST_WORKER,
             liveness_seconds=self.settings.liveness_seconds,
+            on_released=self._clean_up_ended,
         )
         rows = self.store.to_dispatch(self.settings.redispatch_seconds)
         sent = []
