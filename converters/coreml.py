@@ -6,6 +6,13 @@ per-channel std cannot be expressed and is refused. The classifier carries the l
 (``classLabel`` and a probabilities dictionary). Core ML cannot predict on Linux: verification
 checks the saved spec for real and loads the model back; numerical parity runs only where Core ML
 can predict (macOS).
+
+A model whose output is logits gets a softmax at the end of the graph before conversion unless
+``output_scores`` is ``logits`` (converters/output_scores.py), so the classifier's probabilities
+dictionary (what Vision reports as each label's confidence) holds probabilities. The model says
+which its scores are in that output's description (what Xcode shows) and in its user-defined
+metadata (``scores``); the spec check reads them back and checks them against the op that
+computes the dictionary.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, library_failure, register
+from converters.output_scores import LOGITS, ScoresPlan, describe, plan_for, recorded_kind, scores_function
 from converters.signature import load_serving_signature
 from converters.verification import CheckReport, Tolerance, compare
 from exporter.core.errors import Code, ExportError
@@ -25,6 +33,8 @@ from exporter.core.report import engine_version
 
 INPUT_NAME = "image"
 TOLERANCES = {"float32": Tolerance(0.0, max_abs_diff=1e-3), "float16": Tolerance(0.01, max_abs_diff=0.05)}
+# The layer (neural network) or op (ML program) types that make a softmax.
+SOFTMAX_TYPES = ("softmax", "softmaxND")
 
 
 def artifact_name(params: dict[str, str]) -> str:
@@ -50,11 +60,14 @@ def image_scaling(source) -> tuple[float, list[float]]:
     return scale, [-m * scale for m in source.mean]
 
 
-def convert_to_coreml(source, params: dict[str, str]):
+def convert_to_coreml(source, params: dict[str, str], scores: ScoresPlan):
     import coremltools as ct
 
     serving = load_serving_signature(source.saved_model_dir)  # must outlive the conversion
     serve = serving.function
+    if scores.softmax_added:
+        shape = [1, source.height, source.width, 3]
+        serve = scores_function(source, serving, shape, add_softmax=True).get_concrete_function()
     scale, bias = image_scaling(source)
     image = ct.ImageType(
         name=source.input_key,
@@ -93,6 +106,9 @@ def convert_to_coreml(source, params: dict[str, str]):
     model.version = engine_version()
     model.user_defined_metadata["labels"] = json.dumps(list(source.labels))
     model.user_defined_metadata["normalization"] = json.dumps({"mean": list(source.mean), "std": list(source.std)})
+    model.user_defined_metadata["scores"] = json.dumps(scores.record(len(source.labels)))
+    probabilities = model.get_spec().description.predictedProbabilitiesName
+    model.output_description[probabilities] = f"{describe(scores.are, len(source.labels))}, by label"
     return model
 
 
@@ -128,6 +144,45 @@ def _image_preprocessing(spec) -> tuple[float | None, list[float]]:
             values = [float(v) for v in _const_values(block, op.inputs["y"].arguments[0].name)]
             bias = values * 3 if len(values) == 1 else values
     return scale, bias
+
+
+def probabilities_producer(spec) -> str:
+    """The type of the layer or op that computes the classifier's probabilities dictionary (casts
+    between them skipped): ``softmax`` or ``softmaxND`` where the scores come out of a softmax."""
+    if spec.WhichOneof("Type") == "neuralNetworkClassifier":
+        network = spec.neuralNetworkClassifier
+        name = network.labelProbabilityLayerName
+        producer = next((layer for layer in network.layers if name in layer.output), None)
+        return producer.WhichOneof("layer") if producer is not None else "none"
+    function = spec.mlProgram.functions["main"]
+    block = function.block_specializations[function.opset]
+    producers = {output.name: op for op in block.operations for output in op.outputs}
+    classify = next((op for op in block.operations if op.type == "classify"), None)
+    if classify is None:
+        return "none"
+    op = producers.get(classify.inputs["probabilities"].arguments[0].name)
+    while op is not None and op.type == "cast":
+        op = producers.get(op.inputs["x"].arguments[0].name)
+    return op.type if op is not None else "none"
+
+
+def _scores_check(model, spec, problems: list[str]) -> dict | None:
+    """What the saved model says its scores are, checked against the op that computes them."""
+    record = json.loads(model.user_defined_metadata.get("scores", "null"))
+    if record is None:
+        return None  # exported before Core ML models said so: their scores are the model's own
+    kind, producer = recorded_kind(record), probabilities_producer(spec)
+    name = spec.description.predictedProbabilitiesName
+    stated = next((o.shortDescription for o in spec.description.output if o.name == name), "")
+    if kind is None:
+        problems.append(f"the metadata's scores {record} say neither probabilities nor logits")
+    elif not stated.startswith(kind):
+        problems.append(f"the {name} output's description {stated!r} does not say {kind}")
+    if record.get("softmaxAdded") and producer not in SOFTMAX_TYPES:
+        problems.append(f"a softmax was to be added, but {name} comes from a {producer}")
+    if kind == LOGITS and producer in SOFTMAX_TYPES:
+        problems.append(f"the scores are said to be logits, but {name} comes from a {producer}")
+    return {**record, "outputDescription": stated, "computedBy": producer}
 
 
 def weight_precision(spec) -> str:
@@ -183,6 +238,7 @@ def check_spec(source, path: Path, params: dict[str, str]) -> dict:
     precision = weight_precision(spec)
     if precision != params["precision"]:
         problems.append(f"weights stored as {precision}, expected {params['precision']}")
+    scores = _scores_check(model, spec, problems)
     if problems:
         raise ExportError(Code.FAILED_PRECONDITION, f"verification of {path.name} failed: " + "; ".join(problems))
     return {
@@ -201,6 +257,7 @@ def check_spec(source, path: Path, params: dict[str, str]) -> dict:
         "probabilities": probs_name,
         "labels": labels,
         "precision": precision,
+        "scores": scores,
         "numericalParity": "not run: Core ML cannot predict on Linux" if platform.system() != "Darwin" else "run",
     }
 
@@ -210,7 +267,7 @@ class CoreMLConverter(Converter):
     libraries = ("tensorflow", "coremltools")
 
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
-        model = convert_to_coreml(source, params)
+        model = convert_to_coreml(source, params, plan_for(source, params))
         model.save(str(workdir / artifact_name(params)))
         write_labels(workdir, source.labels)
         return sorted(workdir.iterdir())
@@ -221,7 +278,12 @@ class CoreMLConverter(Converter):
         checks = {"spec": CheckReport(spec)}
         if platform.system() == "Darwin":  # Core ML predicts only on Apple platforms
             checks["verification"] = compare(
-                "coreml", reference, _predict(path, source, reference), TOLERANCES[params["precision"]], what=path.name
+                "coreml",
+                reference,
+                _predict(path, source, reference),
+                TOLERANCES[params["precision"]],
+                what=path.name,
+                scores_kind=recorded_kind(spec["scores"]) or reference.kind,
             )
         return checks
 

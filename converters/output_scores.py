@@ -6,9 +6,16 @@ an absolute difference of 0.05 means nothing there. So the engine looks at what 
 outputs on the held-out images, compares every artifact with it in probability space (the softmax
 of each side that is logits), and by the ``output_scores`` param either adds the softmax to the
 artifact (``probabilities``, the default) or keeps the model's logits (``logits``).
+
+Every converter decides and records this the same way (``ScoresPlan``) and builds the graph it
+converts from the same function (``scores_function``): the source's serving signature, the
+export's input preprocessing before it and the softmax, where one is added, after it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +27,8 @@ OUTPUT_SCORES = (PROBABILITIES, LOGITS)
 
 # float32 softmax outputs sum to 1 within a few ulps per class; 1e-3 leaves room for float16 models.
 SUM_TOLERANCE = 1e-3
+# Held-out images a converter runs the source on to learn what it outputs (one batch).
+KIND_SAMPLE = 32
 
 
 def is_probability_distribution(scores: np.ndarray) -> bool:
@@ -70,3 +79,87 @@ def describe(kind: str, labels: int) -> str:
     if kind == LOGITS:
         return f"logits (unnormalized scores) of the {labels} labels; apply a softmax for probabilities"
     return f"probabilities of the {labels} labels (non-negative, summing to 1)"
+
+
+def described_kind(text: str) -> str | None:
+    """``probabilities`` or ``logits`` from a line `describe` wrote (a ``scores: `` prefix allowed), else None."""
+    words = text.strip().removeprefix("scores:").split()
+    return words[0] if words and words[0] in OUTPUT_SCORES else None
+
+
+@dataclass(frozen=True)
+class ScoresPlan:
+    """What an export's scores are: what the model outputs and what the artifact will output."""
+
+    model_outputs: str  # what the source outputs on the held-out images
+    are: str  # what the artifact outputs
+
+    @property
+    def softmax_added(self) -> bool:
+        return self.model_outputs == LOGITS and self.are == PROBABILITIES
+
+    def record(self, labels: int) -> dict:
+        """What artifacts' metadata and reports say of the scores (tflite_metadata.json's ``scores``)."""
+        return {
+            "are": self.are,
+            "modelOutputs": self.model_outputs,
+            "softmaxAdded": self.softmax_added,
+            "description": describe(self.are, labels),
+        }
+
+
+def plan_scores(params: dict[str, str], source_kind: str) -> ScoresPlan:
+    """The plan for a model whose output is `source_kind`, by ``output_scores`` (refusals as resolve_scores)."""
+    return ScoresPlan(source_kind, resolve_scores(params, source_kind))
+
+
+def plan_for(source, params: dict[str, str]) -> ScoresPlan:
+    """The plan for `source`, by what it outputs on the first held-out images."""
+    from converters.verification import make_reference  # verification imports this module
+
+    return plan_scores(params, make_reference(source, limit=KIND_SAMPLE).kind)
+
+
+def recorded_kind(record: object) -> str | None:
+    """``probabilities`` or ``logits`` from a recorded ``scores`` entry, None when it states neither."""
+    kind = record.get("are") if isinstance(record, dict) else None
+    return kind if kind in OUTPUT_SCORES else None
+
+
+def artifact_scores(model_scores, add_softmax: bool):
+    """The artifact's scores from the model's output tensor: its softmax where one is added."""
+    if not add_softmax:
+        return model_scores
+    import tensorflow as tf
+
+    return tf.nn.softmax(model_scores)
+
+
+def scores_function(
+    source,
+    serving,
+    input_shape: list[int | None],
+    *,
+    add_softmax: bool,
+    preprocess: Callable | None = None,
+    input_name: str | None = None,
+    output_name: str | None = None,
+):
+    """A tf.function: image [input_shape] -> {output name: the artifact's scores}.
+
+    `serving` is the source's loaded serving signature (converters/signature.py), which the caller
+    keeps alive while the function is used; `preprocess` maps the export's input to the model's
+    (default: the model's own input, unchanged). Input and output keep the model's names unless
+    given others.
+    """
+    import tensorflow as tf
+
+    spec = tf.TensorSpec(input_shape, tf.float32, name=input_name or source.input_key)
+
+    @tf.function(input_signature=[spec])
+    def scores(image):
+        model_input = image if preprocess is None else preprocess(image)
+        model_scores = serving.function(**{source.input_key: model_input})[source.output_key]
+        return {output_name or source.output_key: artifact_scores(model_scores, add_softmax)}
+
+    return scores

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, register
-from converters.output_scores import LOGITS, PROBABILITIES, artifact_kind, describe, resolve_scores
+from converters.output_scores import PROBABILITIES, artifact_kind, artifact_scores, describe, plan_for
 from converters.signature import load_serving_signature
-from converters.verification import Reference, Tolerance, compare, make_reference
+from converters.verification import Reference, Tolerance, compare
 from exporter.core.model_source import SERVING_KEY
 
 # The model part is the same arithmetic: fed lossless images at the input size, it must match.
@@ -65,9 +65,9 @@ def build_serving_model(source, folder: Path, *, add_softmax: bool = False, scor
             images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
             # Pillow rounds resized pixels to uint8; so does the graph, for the same inputs.
             images = tf.clip_by_value(tf.round(images), 0.0, 255.0)
-            scores = classify(**{source.input_key: (images - mean) / std})[source.output_key]
-            if add_softmax:
-                scores = tf.nn.softmax(scores)
+            scores = artifact_scores(
+                classify(**{source.input_key: (images - mean) / std})[source.output_key], add_softmax
+            )
             rows = tf.shape(scores)[0]
             return {
                 "scores": scores,
@@ -141,10 +141,8 @@ class ServingSavedModelConverter(Converter):
     libraries = ("tensorflow",)
 
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
-        source_kind = make_reference(source, limit=32).kind  # what the model outputs, on held-out images
-        scores_kind = resolve_scores(params, source_kind)
-        add_softmax = source_kind == LOGITS and scores_kind == PROBABILITIES
-        build_serving_model(source, workdir, add_softmax=add_softmax, scores_kind=scores_kind)
+        scores = plan_for(source, params)  # what the model outputs, on held-out images
+        build_serving_model(source, workdir, add_softmax=scores.softmax_added, scores_kind=scores.are)
         return sorted(p for p in workdir.rglob("*") if p.is_file())
 
     def verify(self, source, workdir: Path, params: dict[str, str], reference: Reference):

@@ -4,13 +4,19 @@ Converted from the source SavedModel's serving signature (not the serving model,
 JPEG in the graph), from a graph no oneDNN rewrite touched (``converters/tfjs_graph.py``).
 Verified on the wasm backend, where users run tfjs models most; where wasm refuses an op or a
 shape, on the cpu backend instead. The report records each backend's outcome; the export fails
-(FAILED_PRECONDITION, a runtime's limit) only when no backend runs the model. With ``input_contract=automl`` the graph takes what AutoML's tf_js exports
-take and ``@tensorflow/tfjs-automl`` feeds: a [N, 224, 224, 3] image scaled to [-1, 1]; a wrapper
-maps it back to pixels, resizes to the model's input and applies the model's normalization.
+(FAILED_PRECONDITION, a runtime's limit) only when no backend runs the model. With
+``input_contract=automl`` the graph takes what AutoML's tf_js exports take and
+``@tensorflow/tfjs-automl`` feeds: a [N, 224, 224, 3] image scaled to [-1, 1]; a wrapper maps it
+back to pixels, resizes to the model's input and applies the model's normalization.
+
+A model whose output is logits gets a softmax at the end of the graph unless ``output_scores`` is
+``logits`` (converters/output_scores.py); ``model.json``'s ``userDefinedMetadata.scores`` (what
+tfjs gives as ``GraphModel.metadata``) says which the output is, and the verification reads it there.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -18,6 +24,7 @@ import numpy as np
 
 from converters.base import Converter, register
 from converters.node_runtime import BackendRefused, tfjs_predict
+from converters.output_scores import ScoresPlan, plan_for, recorded_kind, scores_function
 from converters.signature import load_serving_signature
 from converters.tfjs_graph import convert_graph
 from converters.verification import CheckReport, Tolerance, compare
@@ -39,30 +46,41 @@ TOLERANCES = {
 AUTOML_EXTRA = 0.02
 
 
-def automl_wrapper(source, folder: Path) -> None:
-    """A SavedModel taking AutoML's tf_js input and calling the source model."""
+def wrapper(source, folder: Path, *, automl: bool, add_softmax: bool) -> None:
+    """A SavedModel calling the source model: with AutoML's tf_js input (`automl`), with a softmax
+    after it (`add_softmax`), or both."""
     import tensorflow as tf
 
     serving = load_serving_signature(source.saved_model_dir)
-    loaded, classify = serving.loaded, serving.function
     mean = tf.constant(source.mean, tf.float32)
     std = tf.constant(source.std, tf.float32)
 
-    class AutoMLContract(tf.Module):
+    def from_automl_input(image):
+        pixels = (image + 1.0) * 127.5
+        if (source.height, source.width) != (AUTOML_SIZE, AUTOML_SIZE):
+            pixels = tf.image.resize(pixels, [source.height, source.width], method="bilinear")
+        return (pixels - mean) / std
+
+    if automl:
+        shape, names = [None, AUTOML_SIZE, AUTOML_SIZE, 3], {"input_name": "image", "output_name": "scores"}
+        scores = scores_function(source, serving, shape, add_softmax=add_softmax, preprocess=from_automl_input, **names)
+    else:
+        scores = scores_function(source, serving, [None, source.height, source.width, 3], add_softmax=add_softmax)
+
+    class Wrapper(tf.Module):
         def __init__(self):
             super().__init__()
-            self.classifier = loaded
+            self.classifier = serving.loaded  # tracked, so its variables are saved with the module
+            self.serve = scores
 
-        @tf.function(input_signature=[tf.TensorSpec([None, AUTOML_SIZE, AUTOML_SIZE, 3], tf.float32, name="image")])
-        def serve(self, image):
-            pixels = (image + 1.0) * 127.5
-            if (source.height, source.width) != (AUTOML_SIZE, AUTOML_SIZE):
-                pixels = tf.image.resize(pixels, [source.height, source.width], method="bilinear")
-            scores = classify(**{source.input_key: (pixels - mean) / std})[source.output_key]
-            return {"scores": scores}
-
-    module = AutoMLContract()
+    module = Wrapper()
     tf.saved_model.save(module, str(folder), signatures={SERVING_KEY: module.serve})
+
+
+def scores_kind(workdir: Path) -> str | None:
+    """What model.json says its scores are (userDefinedMetadata.scores.are), None when it does not say."""
+    manifest = json.loads((workdir / "model.json").read_text())
+    return recorded_kind((manifest.get("userDefinedMetadata") or {}).get("scores"))
 
 
 def automl_inputs(source) -> np.ndarray:
@@ -75,12 +93,20 @@ class TFJSConverter(Converter):
     libraries = ("tensorflow", "tensorflowjs")
 
     def convert(self, source, workdir: Path, params: dict[str, str]) -> list[Path]:
+        scores: ScoresPlan = plan_for(source, params)  # what the model outputs, on held-out images
+        automl = params["input_contract"] == "automl"
         with tempfile.TemporaryDirectory(prefix="tfjs-source-") as scratch:
             saved_model = source.saved_model_dir
-            if params["input_contract"] == "automl":
-                saved_model = Path(scratch) / "automl"
-                automl_wrapper(source, saved_model)
-            convert_graph(saved_model, workdir, params["quantization"], int(params["shard_size_bytes"]))
+            if automl or scores.softmax_added:
+                saved_model = Path(scratch) / "wrapped"
+                wrapper(source, saved_model, automl=automl, add_softmax=scores.softmax_added)
+            convert_graph(
+                saved_model,
+                workdir,
+                params["quantization"],
+                int(params["shard_size_bytes"]),
+                metadata={"scores": scores.record(len(source.labels))},
+            )
         write_labels(workdir, source.labels)
         return sorted(p for p in workdir.iterdir() if p.is_file())
 
@@ -92,6 +118,8 @@ class TFJSConverter(Converter):
             what = "model.json (automl input contract, 224x224 in [-1, 1])"
         else:
             inputs, what = reference.inputs, f"model.json ({params['quantization']})"
+        # Exports made before model.json said what its scores are output the model's own.
+        kind = scores_kind(workdir) or reference.kind
         backends: dict[str, dict] = {}
         for backend in BACKENDS:
             try:
@@ -99,7 +127,7 @@ class TFJSConverter(Converter):
             except BackendRefused as refusal:
                 backends[backend] = {"runs": False, "reason": refusal.reason}
                 continue
-            check = compare(f"node {info['backend']}", reference, scores, tolerance, what=what)
+            check = compare(f"node {info['backend']}", reference, scores, tolerance, what=what, scores_kind=kind)
             backends[backend] = {"runs": True, "agrees": True, "msPerImage": round(info["msPerImage"], 3)}
             for later in BACKENDS[BACKENDS.index(backend) + 1 :]:
                 backends[later] = {"runs": None, "reason": f"not tried: the {backend} backend ran the model"}

@@ -26,7 +26,7 @@ import numpy as np
 
 from converters import quantization_budget as budget
 from converters.base import Converter, register
-from converters.output_scores import LOGITS, PROBABILITIES, describe, resolve_scores
+from converters.output_scores import plan_scores, scores_function
 from converters.signature import load_serving_signature
 from converters.tflite_input import InputPlan, consumer_scores, input_plan
 from converters.tflite_metadata import embed_metadata, read_metadata
@@ -104,15 +104,10 @@ def _converter(source, quantization: str, plan: InputPlan, add_softmax: bool, in
     import tensorflow as tf
 
     serving = load_serving_signature(source.saved_model_dir)
-    loaded, serve = serving.loaded, serving.function
-
-    @tf.function(
-        input_signature=[tf.TensorSpec([1, source.height, source.width, 3], tf.float32, name=source.input_key)]
+    loaded = serving.loaded
+    single_image = scores_function(
+        source, serving, [1, source.height, source.width, 3], add_softmax=add_softmax, preprocess=plan.to_model_input
     )
-    def single_image(image):
-        scores = serve(**{source.input_key: plan.to_model_input(image)})[source.output_key]
-        return {source.output_key: tf.nn.softmax(scores) if add_softmax else scores}
-
     converter = tf.lite.TFLiteConverter.from_concrete_functions([single_image.get_concrete_function()], loaded)
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -266,8 +261,8 @@ class TFLiteConverter(Converter):
         plan = input_plan(source, integer=mode.io_type is not None)
         # What the model outputs, on the held-out images (all of them when tries are measured).
         reference = make_reference(source) if mode.io_type is not None else make_reference(source, limit=32)
-        scores_kind = resolve_scores(params, reference.kind)
-        add_softmax = reference.kind == LOGITS and scores_kind == PROBABILITIES
+        scores_plan = plan_scores(params, reference.kind)
+        scores_kind, add_softmax = scores_plan.are, scores_plan.softmax_added
         tries = []
         if mode.io_type is not None:
             flatbuffer, tries = quantize_within_budget(
@@ -290,12 +285,7 @@ class TFLiteConverter(Converter):
         metadata_path = workdir / METADATA_FILE
         metadata = metadata_json(TFLiteModel(model_path), quantization)
         metadata["input"] = plan.describe()
-        metadata["scores"] = {
-            "are": scores_kind,
-            "modelOutputs": reference.kind,
-            "softmaxAdded": add_softmax,
-            "description": describe(scores_kind, len(source.labels)),
-        }
+        metadata["scores"] = scores_plan.record(len(source.labels))
         if tries:
             tolerance = budget_tolerance(quantization, params)
             metadata["quantization"] = {

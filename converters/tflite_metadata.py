@@ -106,8 +106,15 @@ def embed_metadata(
     return packed.getvalue()
 
 
+# What the output tensor's metadata is named, by what its scores are (tflite-support's classifier
+# names it "probability").
+SCORES_BY_OUTPUT_NAME = {"probability": "probabilities", "logits": "logits"}
+
+
 def read_metadata(model_bytes: bytes) -> dict | None:
-    """The embedded metadata as a small dict (name, normalization, labels), or None."""
+    """The embedded metadata as a small dict (name, normalization, labels, what the scores are), or None.
+
+    ``scores`` is ``probabilities`` or ``logits`` by the output tensor's name, None for another name."""
     from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
     from mediapipe.tasks.metadata import schema_py_generated as schema
 
@@ -120,6 +127,8 @@ def read_metadata(model_bytes: bytes) -> dict | None:
         found = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAsModelMetadata(raw, 0))
         (subgraph,) = found.subgraphMetadata
         normalization = subgraph.inputTensorMetadata[0].processUnits[0].options
+        output_name = subgraph.outputTensorMetadata[0].name
+        output_name = output_name.decode() if isinstance(output_name, bytes) else output_name
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
             labels = parse_labels(archive.read(LABELS_FILE).decode("utf-8"))
         return {
@@ -127,5 +136,6 @@ def read_metadata(model_bytes: bytes) -> dict | None:
             "mean": list(map(float, normalization.mean)),
             "std": list(map(float, normalization.std)),
             "labels": labels,
+            "scores": SCORES_BY_OUTPUT_NAME.get(output_name),
         }
     return None

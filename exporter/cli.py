@@ -166,12 +166,16 @@ def verify(
 
 @app.command()
 def predict(
-    artifact: Annotated[Path, typer.Argument(help="model.tflite, an export folder, or a serving SavedModel")],
+    artifact: Annotated[
+        Path,
+        typer.Argument(help="model.tflite, an export folder (tflite, edgetpu_tflite, tf_js), or a serving SavedModel"),
+    ],
     image: Annotated[list[Path], typer.Argument(help="image files (JPEG, PNG, ...)")],
     top_k: Annotated[int, typer.Option(min=1, help="how many labels to show per image")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="print the predictions as JSON")] = False,
 ) -> None:
-    """Classify images with an exported artifact (top-k labels and scores)."""
+    """Classify images with an exported artifact (top-k labels and scores, and whether the scores
+    are probabilities or logits, as the artifact states)."""
     from exporter.predict import predict as run_predict
     from exporter.terminal import print_predictions
 
@@ -181,7 +185,11 @@ def predict(
         print(
             json.dumps(
                 [
-                    {"image": p.image, "top": [{"label": label, "score": score} for label, score in p.top]}
+                    {
+                        "image": p.image,
+                        "scores": p.scores,
+                        "top": [{"label": label, "score": score} for label, score in p.top],
+                    }
                     for p in predictions
                 ],
                 indent=2,

@@ -1,11 +1,18 @@
 """Classify image files with an exported artifact, for a user's quick check.
 
 Takes a ``.tflite`` file (labels and normalization from its embedded metadata), an export folder
-holding one, or a serving SavedModel folder (``image_bytes`` in, ``scores`` and ``labels`` out).
+holding one, a serving SavedModel folder (``image_bytes`` in, ``scores`` and ``labels`` out), or a
+tf_js export folder (run in Node.js; ``dict.txt`` beside ``model.json``, and the input the export
+took from its ``export_report.json``). Every prediction says what its scores are, as the artifact
+states it: the name of the tflite output tensor's metadata (``probability`` or ``logits``), the
+serving SavedModel's ``assets/scores.txt``, ``model.json``'s ``userDefinedMetadata.scores``. An
+artifact that states none of them gets ``scores`` None, not a guess.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +25,18 @@ from exporter.core.errors import Code, ExportError
 class Prediction:
     image: str
     top: list[tuple[str, float]]  # (label, score), best first
+    scores: str | None = None  # "probabilities" or "logits", as the artifact states; None: it does not
 
 
-def _tflite_classifier(path: Path):
+@dataclass(frozen=True)
+class Classifier:
+    """An artifact ready to classify: image paths -> (scores [N, C], labels), and what the scores are."""
+
+    classify: Callable[[list[Path]], tuple[np.ndarray, list[str]]]
+    scores: str | None
+
+
+def _tflite_classifier(path: Path) -> Classifier:
     from converters.tflite_metadata import read_metadata
     from converters.tflite_runtime import TFLiteModel
     from exporter.core.images import load_pixels, normalize
@@ -35,29 +51,77 @@ def _tflite_classifier(path: Path):
     model = TFLiteModel(path)
     _, height, width, _ = (int(d) for d in model.input["shape"])
 
-    def classify(image: Path) -> tuple[np.ndarray, list[str]]:
-        pixels = load_pixels(image, height, width)
-        return model.predict_one(normalize(pixels, metadata["mean"], metadata["std"])), metadata["labels"]
+    def classify(images: list[Path]) -> tuple[np.ndarray, list[str]]:
+        rows = [
+            model.predict_one(normalize(load_pixels(image, height, width), metadata["mean"], metadata["std"]))
+            for image in images
+        ]
+        return np.stack(rows), metadata["labels"]
 
-    return classify
+    return Classifier(classify, metadata["scores"])
 
 
-def _serving_classifier(folder: Path):
+def _serving_classifier(folder: Path) -> Classifier:
     import tensorflow as tf
 
+    from converters.output_scores import described_kind
     from converters.signature import load_serving_signature
+    from converters.tf_saved_model import SCORES_FILE
 
     serve = load_serving_signature(folder)
+    stated = folder / "assets" / SCORES_FILE
 
-    def classify(image: Path) -> tuple[np.ndarray, list[str]]:
-        result = serve(image_bytes=tf.constant([image.read_bytes()]), key=tf.constant([image.name]))
-        return result["scores"].numpy()[0], [s.decode() for s in result["labels"].numpy()[0]]
+    def classify(images: list[Path]) -> tuple[np.ndarray, list[str]]:
+        result = serve(
+            image_bytes=tf.constant([image.read_bytes() for image in images]),
+            key=tf.constant([image.name for image in images]),
+        )
+        return result["scores"].numpy(), [s.decode() for s in result["labels"].numpy()[0]]
 
-    return classify
+    return Classifier(classify, described_kind(stated.read_text()) if stated.is_file() else None)
 
 
-def load_classifier(artifact: str | Path):
-    """A function image path -> (scores, labels) for the artifact at `artifact`."""
+def _tfjs_classifier(folder: Path) -> Classifier:
+    from converters.node_runtime import BackendRefused, tfjs_predict
+    from converters.tfjs import AUTOML_SIZE, BACKENDS, scores_kind
+    from exporter.core.images import load_pixels, normalize
+    from exporter.core.labels import LABELS_FILE, parse_labels
+    from exporter.core.report import REPORT_FILE
+
+    report_path, labels_path = folder / REPORT_FILE, folder / LABELS_FILE
+    for needed in (report_path, labels_path):
+        if not needed.is_file():
+            raise ExportError(
+                Code.FAILED_PRECONDITION,
+                f"{folder.name} holds model.json but no {needed.name}: predict takes a tf_js export folder "
+                f"as the engine writes it ({LABELS_FILE} for the labels, {REPORT_FILE} for the input it takes)",
+            )
+    report = json.loads(report_path.read_text())
+    model_input = report["model"]["input"]
+    labels = parse_labels(labels_path.read_text())
+    automl = report.get("params", {}).get("input_contract") == "automl"
+
+    def classify(images: list[Path]) -> tuple[np.ndarray, list[str]]:
+        if automl:  # AutoML's tf_js input: a 224x224 image scaled to [-1, 1]
+            pixels = np.stack([load_pixels(image, AUTOML_SIZE, AUTOML_SIZE) for image in images])
+            inputs = pixels.astype(np.float32) / 127.5 - 1.0
+        else:
+            _, height, width, _ = model_input["shape"]
+            pixels = np.stack([load_pixels(image, height, width) for image in images])
+            inputs = normalize(pixels, model_input["mean"], model_input["std"])
+        refusals = []
+        for backend in BACKENDS:  # as the export's verification: wasm, then cpu where wasm refuses
+            try:
+                return tfjs_predict(folder, inputs, backend)[0], labels
+            except BackendRefused as refusal:
+                refusals.append(f"{backend}: {refusal.reason}")
+        raise ExportError(Code.FAILED_PRECONDITION, f"no tfjs backend runs the model ({'; '.join(refusals)})")
+
+    return Classifier(classify, scores_kind(folder))
+
+
+def load_classifier(artifact: str | Path) -> Classifier:
+    """The artifact at `artifact`, ready to classify image files."""
     from exporter.core.saved_model_proto import read_signatures
 
     path = Path(artifact)
@@ -69,22 +133,26 @@ def load_classifier(artifact: str | Path):
         inputs, _ = read_signatures(path).get("serving_default", ({}, {}))
         if "image_bytes" in inputs:
             return _serving_classifier(path)
+    if path.is_dir() and (path / "model.json").is_file():
+        return _tfjs_classifier(path)
     if not path.exists():
         raise ExportError(Code.NOT_FOUND, f"artifact {str(artifact)!r} does not exist")
     raise ExportError(
         Code.INVALID_ARGUMENT,
         f"{str(artifact)!r} is not an artifact predict can run: give a .tflite file, an export "
-        "folder holding model.tflite, or a serving SavedModel (tf_saved_model export)",
+        "folder holding model.tflite, a serving SavedModel (tf_saved_model export) or a tf_js export folder",
     )
 
 
 def predict(artifact: str | Path, images: list[str | Path], top_k: int = 3) -> list[Prediction]:
-    classify = load_classifier(artifact)
-    predictions = []
-    for image in map(Path, images):
+    classifier = load_classifier(artifact)
+    paths = [Path(image) for image in images]
+    for image in paths:
         if not image.is_file():
             raise ExportError(Code.NOT_FOUND, f"image {str(image)!r} does not exist")
-        scores, labels = classify(image)
-        best = np.argsort(scores)[::-1][:top_k]
-        predictions.append(Prediction(str(image), [(labels[i], float(scores[i])) for i in best]))
+    scores, labels = classifier.classify(paths)
+    predictions = []
+    for image, row in zip(paths, scores, strict=True):
+        best = np.argsort(row)[::-1][:top_k]
+        predictions.append(Prediction(str(image), [(labels[i], float(row[i])) for i in best], classifier.scores))
     return predictions

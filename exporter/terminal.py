@@ -119,10 +119,20 @@ def print_checks(export_dir: str, checks: dict) -> None:
     STDOUT.print(table)
 
 
+# What predict's table says of the scores, by what the artifact states they are.
+SCORES_TITLES = {
+    "probabilities": ("scores are probabilities", "probability"),
+    "logits": ("scores are logits: apply a softmax for probabilities", "logit"),
+    None: ("the artifact does not say whether its scores are probabilities or logits", "score"),
+}
+
+
 def print_predictions(predictions) -> None:
-    table = Table(title="predictions")
+    kind = predictions[0].scores if predictions else None  # one artifact: one kind
+    title, unit = SCORES_TITLES.get(kind, SCORES_TITLES[None])
+    table = Table(title=f"predictions ({title})")
     table.add_column("image")
-    table.add_column("top labels (score)")
+    table.add_column(f"top labels ({unit})")
     for prediction in predictions:
         table.add_row(prediction.image, ", ".join(f"{label} ({score:.3f})" for label, score in prediction.top))
     STDOUT.print(table)

@@ -124,12 +124,15 @@ def test_no_remedy_when_forbidden(digits_model, tmp_path):
 
 
 def test_edgetpu_model_is_calibrated_only(digits_model, tmp_path):
-    """edgetpu_tflite calls the tflite converter without quantization_remedies: no float layer, ever."""
+    """edgetpu_tflite asks the tflite converter for the calibration remedy only: no float layer, ever,
+    even when a zero budget makes every allowed remedy run."""
+    from converters.edgetpu import tflite_params
     from converters.tflite import MODES
 
     source = read_model(digits_model)
-    params = {"quantization": "uint8", "calibration_count": "100", "max_disagreement": "0"}
-    REGISTRY["tflite"].convert(source, tmp_path, params)
+    params = tflite_params(REGISTRY["edgetpu_tflite"].row.with_defaults({}))
+    assert params["quantization_remedies"] == "calibration"  # said explicitly, not left to a fallback
+    REGISTRY["tflite"].convert(source, tmp_path, {**params, "max_disagreement": "0"})
     metadata = json.loads((tmp_path / "tflite_metadata.json").read_text())
     assert metadata["quantization"]["remediesAllowed"] == "calibration"
     assert all(not t["float_layers"] for t in metadata["quantization"]["tries"])

@@ -6,8 +6,9 @@
 // INPUTS.bin holds N float32 images [H, W, 3] (already in the model's input range); OUT.bin
 // receives N rows of float32 scores. The model is loaded with tf.io.fromMemory from the files
 // (loadGraphModel('file://...') needs tfjs-node, which cannot be installed offline). Prints one
-// line of JSON: the backend, the output width and the mean milliseconds per image after 3
-// warm-up runs. When the backend cannot run the model (an op or a shape it does not support),
+// line of JSON: the backend, the output width, the mean milliseconds per image after 3
+// warm-up runs and the model's user-defined metadata as tfjs reads it (GraphModel.metadata).
+// When the backend cannot run the model (an op or a shape it does not support),
 // the last line is JSON {"refused": MESSAGE, "stage": "load" | "predict"} and the exit status 3.
 'use strict';
 const fs = require('fs');
@@ -80,7 +81,12 @@ async function main() {
   const out = new Float32Array(count * width_out);
   rows.forEach((row, i) => out.set(row, i * width_out));
   fs.writeFileSync(outFile, Buffer.from(out.buffer));
-  console.log(JSON.stringify({ backend: tf.getBackend(), classes: width_out, msPerImage: elapsed / Math.max(count, 1) }));
+  console.log(JSON.stringify({
+    backend: tf.getBackend(),
+    classes: width_out,
+    msPerImage: elapsed / Math.max(count, 1),
+    metadata: model.metadata || null,  // model.json's userDefinedMetadata, as tfjs hands it to users
+  }));
 }
 
 main().catch((error) => {

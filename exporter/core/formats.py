@@ -243,6 +243,7 @@ FORMATS: tuple[FormatRow, ...] = (
                 "inside the graph.",
                 allowed=("native", "automl"),
             ),
+            output_scores_param("model.json"),
         ),
     ),
     FormatRow(
@@ -269,6 +270,7 @@ FORMATS: tuple[FormatRow, ...] = (
                 "auto: iOS13 for neuralnetwork, iOS15 for mlprogram; or an iOS version.",
                 allowed=("auto", "iOS13", "iOS14", "iOS15", "iOS16", "iOS17", "iOS18"),
             ),
+            output_scores_param("the classifier's probabilities dictionary"),
         ),
         validate=core_ml_combinations,
     ),
