@@ -1,6 +1,6 @@
 """A job that runs its worker out of memory every time, on a Celery fleet: the worker runs in a
 memory cgroup of the test's own (1 GiB, enforced by the kernel), and a supervisor starts it again
-each time it dies, as a service manager would. The export is of a model that needs some 3 GiB to
+each time it dies, as a service manager would. The export is of a model that needs about 2 GiB to
 convert (the canary plus a 384 MiB variable): the kernel's OOM killer ends the worker in each
 attempt, the store counts the attempts, and after EXPORTER_MAX_ATTEMPTS the operation fails saying
 its worker was lost each time; nothing is published and no staging folder is left. The same
@@ -39,7 +39,8 @@ WORKER_MEMORY = 1 << 30
 BALLAST_MIB = 384
 
 # The canary's signature, wrapped with a variable that loading the model fills: conversion holds
-# several copies of it (some 3.6 GiB measured for a 640 MiB one, against under 0.6 GiB for the canary).
+# several copies of it. Measured in an unlimited cgroup: a worker peaked at 2.0 GiB exporting this
+# model to tflite, at under 0.6 GiB exporting the canary.
 BALLASTED = """
 import shutil, sys
 from pathlib import Path
