@@ -111,6 +111,17 @@ def test_kill_9_of_a_worker_mid_export_the_other_finishes_it(shared):
     assert len(folders) == 1 and staging == []  # the dead attempt's staging folder is gone
 
 
+def test_a_job_whose_last_attempt_loses_its_worker_fails_saying_so_and_leaves_no_staging(fleet):
+    start, store, outputs, canary_model = fleet
+    server = start(EXPORTER_MAX_ATTEMPTS="1")
+    _import(server, canary_model)
+    name = _export(server, outputs, "lost")
+    os.kill(_holder_pid(server, store, name), signal.SIGKILL)  # after the load stage: staging exists
+    done = server.wait(name, timeout=180)
+    assert done["error"]["code"] == 10 and "exited with status -9" in done["error"]["message"], done  # ABORTED
+    assert exports_and_staging(outputs / "lost") == ([], [])  # no later attempt: removed as it failed
+
+
 def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(shared):
     server, store, outputs = shared
     name = _export(server, outputs, "stalled")

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 
-from exporter.core.request import parse_output_config
-from exporter.service.jobs import destination_options, remove_dead_staging
+from exporter.service.jobs import LOST_WORKER, clean_up_ended
 from exporter.service.settings import ServiceSettings
-from exporter.service.store import OperationRow, State, Store
+from exporter.service.store import OperationRow, Store
 
 log = logging.getLogger("exporter.celery")
 
@@ -77,14 +77,6 @@ def is_amqp(broker_url: str) -> bool:
     return broker_url.split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp", "librabbitmq")
 
 
-# Why an operation failed after its last attempt lost its worker. Every counted attempt that ends
-# without a result ends this way (any error in a job ends the operation), so it held for each.
-LOST_WORKER = (
-    "the job's worker stopped answering in each attempt (it died: out of memory, killed or its machine lost; "
-    "or it stalled)"
-)
-
-
 class CeleryRunner:
     """The server's job runner under ``EXPORTER_RUNNER=celery``: no workers of its own."""
 
@@ -117,18 +109,6 @@ class CeleryRunner:
             self.wake.wait(1.0)
             self.wake.clear()
 
-    def _clean_up_ended(self, row: OperationRow) -> None:
-        """An operation that ended with its worker lost (failed after its last attempt, or
-        cancelled) gets no later attempt to remove the staging folders its attempts left."""
-        if not State(row.state).done:
-            return  # queued again: the next attempt removes them
-        try:
-            request = parse_output_config(row.output_config)
-            if dead := remove_dead_staging(row, request, destination_options(self.settings, row, request)):
-                log.info("%s: removed staging folders of its lost attempts: %s", row.name, ", ".join(dead))
-        except Exception:  # noqa: BLE001  (a destination no longer allowed or unreachable: left as it is)
-            log.exception("%s: staging folders of its lost attempts not removed", row.name)
-
     def dispatch_once(self) -> int:
         """Requeue what no live worker holds, then send every queued operation not yet sent."""
         self.store.release_lost(
@@ -136,7 +116,7 @@ class CeleryRunner:
             self.settings.max_attempts,
             LOST_WORKER,
             liveness_seconds=self.settings.liveness_seconds,
-            on_released=self._clean_up_ended,
+            on_released=partial(clean_up_ended, self.settings),
         )
         rows = self.store.to_dispatch(self.settings.redispatch_seconds)
         sent = []

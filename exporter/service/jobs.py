@@ -180,6 +180,27 @@ def earlier_publish(row: OperationRow, request: ExportRequest, options: dict, mo
     return found if same else None
 
 
+# Why an operation failed after its last attempt lost its worker. Every counted attempt that ends
+# without a result ends this way (any error in a job ends the operation), so it held for each.
+LOST_WORKER = (
+    "the job's worker stopped answering in each attempt (it died: out of memory, killed or its machine lost; "
+    "or it stalled)"
+)
+
+
+def clean_up_ended(settings: ServiceSettings, row: OperationRow) -> None:
+    """An operation that ended with its worker lost (failed after its last attempt, or
+    cancelled) gets no later attempt to remove the staging folders its attempts left."""
+    if not State(row.state).done:
+        return  # queued again: the next attempt removes them
+    try:
+        request = parse_output_config(row.output_config)
+        if dead := remove_dead_staging(row, request, destination_options(settings, row, request)):
+            log.info("%s: removed staging folders of its lost attempts: %s", row.name, ", ".join(dead))
+    except Exception:  # noqa: BLE001  (a destination no longer allowed or unreachable: left as it is)
+        log.exception("%s: staging folders of its lost attempts not removed", row.name)
+
+
 def export_cache(settings: ServiceSettings) -> ExportCache | None:
     if settings.export_cache_dir is None:
         return None

@@ -15,7 +15,9 @@ import multiprocessing
 import socket
 import threading
 import uuid
+from functools import partial
 
+from exporter.service.jobs import LOST_WORKER, clean_up_ended
 from exporter.service.settings import ServiceSettings
 from exporter.service.store import OperationRow, Store
 from exporter.service.worker import RECYCLED, worker_main
@@ -61,8 +63,9 @@ class WorkerPool:
                 self.store.release_lost(
                     None,
                     self.settings.max_attempts,
-                    "the job's worker stopped answering",
+                    LOST_WORKER,
                     liveness_seconds=self.settings.liveness_seconds,
+                    on_released=partial(clean_up_ended, self.settings),
                 )
             except Exception:  # noqa: BLE001  (the store is down a moment: the next round retries)
                 log.exception("pool supervision failed; retrying")
@@ -78,7 +81,9 @@ class WorkerPool:
                 self._spawn(slot)
                 continue
             reason = f"worker process {process.pid} exited with status {process.exitcode}"
-            released = self.store.release_lost(owner, self.settings.max_attempts, reason)
+            released = self.store.release_lost(
+                owner, self.settings.max_attempts, reason, on_released=partial(clean_up_ended, self.settings)
+            )
             log.warning("%s; %d job(s) handed back; replacing it", reason, released)
             self._spawn(slot)
 
