@@ -15,7 +15,10 @@ is the serving SavedModel's (tf_saved_model) plus an image build, which the dock
 A full run writes every cell's raw result into benchmarks/zoo_matrix.json (committed: the last
 full run) and the table between the README's zoo-matrix markers; tests/test_zoo_matrix.py checks
 that the README's table is the one this JSON renders. A run limited by --models or --cells writes
-its JSON to benchmarks/results/ instead and leaves the README alone.
+its JSON to benchmarks/results/ instead and leaves the README alone; ``--assemble`` then merges
+the cells it logged into benchmarks/zoo_matrix.json and the README (a model added to the zoo):
+
+    .venv/bin/python benchmarks/zoo_matrix.py --models NEW_MODEL && .venv/bin/python benchmarks/zoo_matrix.py --assemble
 """
 
 from __future__ import annotations
@@ -198,11 +201,15 @@ def run_matrix(model_names: list[str], cell_names: list[str], progress=print) ->
 
 
 def assemble(model_names: list[str], cell_names: list[str], not_run_reason: str | None) -> dict:
-    """The matrix from the newest logged record of each cell (a run cut short, then completed by
-    runs of the missing models); its seconds are the cells' own, summed. Cells with no record are
-    listed as not run, with `not_run_reason` (required when there are any)."""
+    """The matrix from the newest record of each cell: the last full run's (benchmarks/zoo_matrix.json),
+    replaced by any logged since (a run cut short, then completed by runs of the missing models, or
+    a model added to the zoo and run alone); its seconds are the cells' own, summed. Cells with no
+    record are listed as not run, with `not_run_reason` (required when there are any)."""
     newest = {}
-    for line in CELL_LOG.read_text().splitlines():
+    if RESULTS_FILE.exists():
+        for record in json.loads(RESULTS_FILE.read_text())["results"]:
+            newest[(record["model"], record["cell"])] = record
+    for line in (CELL_LOG.read_text() if CELL_LOG.exists() else "").splitlines():
         record = json.loads(line)
         newest[(record["model"], record["cell"])] = record
     results = [newest[(m, c)] for m in model_names for c in cell_names if (m, c) in newest]

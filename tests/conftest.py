@@ -159,10 +159,12 @@ def zoo_model():
     return zoo.zoo_model
 
 
-# The zoo (tests/zoo.py) trains nine architectures: from half a minute (the tf.Module) to a quarter
-# of an hour (NASNetMobile) each on two cores, over an hour in all. The suite trains the two quick
+# The zoo (tests/zoo.py) trains ten models: from half a minute (the tf.Modules) to a quarter
+# of an hour (NASNetMobile) each on two cores, over an hour in all. The suite trains the three quick
 # ones; tests on the others run with --zoo (`make zoo-test`), and the whole matrix with `make zoo`.
-QUICK_ZOO_MODELS = ("tf_module", "mobilenet_v3_small")
+QUICK_ZOO_MODELS = ("tf_module", "tf_module_logits", "mobilenet_v3_small")
+# The parameter names that carry a zoo model's name (a value such as output_scores="logits" is not one).
+ZOO_PARAMS = ("model", "name")
 
 
 def pytest_addoption(parser):
@@ -177,7 +179,9 @@ def _needs_a_slow_zoo_model(item) -> bool:
     params = getattr(getattr(item, "callspec", None), "params", {})
     import zoo
 
-    return any(isinstance(v, str) and v in zoo.ZOO and v not in QUICK_ZOO_MODELS for v in params.values())
+    return any(
+        key in ZOO_PARAMS and value in zoo.ZOO and value not in QUICK_ZOO_MODELS for key, value in params.items()
+    )
 
 
 def pytest_collection_modifyitems(config, items):

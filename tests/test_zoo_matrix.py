@@ -30,6 +30,7 @@ CI_SUBSET = (
     ("resnet50", "tflite float16"),
     ("tf_module", "tflite uint8"),
     ("logits", "tflite float16"),
+    ("tf_module_logits", "tflite float16"),
 )
 # The models that train in about a minute (conftest.QUICK_ZOO_MODELS) take every format: with them
 # the suite checks every format on a zoo model without --zoo; the cells above on the other models

@@ -102,6 +102,8 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("tf_module", None, "-1..1", epochs=10, learning_rate=3e-3),
         # MobileNetV2 without its softmax: the output is logits; 0..255 with the rescaling inside.
         ZooEntry("logits", _keras("MobileNetV2", classifier_activation=None), "0..255", logits=True),
+        # The tf.Module without its softmax: a logits model that trains in seconds, for the suite.
+        ZooEntry("tf_module_logits", None, "-1..1", logits=True, epochs=10, learning_rate=3e-3),
     )
 }
 
@@ -171,7 +173,7 @@ class _DigitsModule:
     """Factory for the non-Keras model: two strided convolutions, pooling to 6x6 and a dense layer."""
 
     @staticmethod
-    def build():
+    def build(logits: bool):
         import tensorflow as tf
 
         class Digits(tf.Module):
@@ -193,6 +195,8 @@ class _DigitsModule:
 
             @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="image")])
             def serve(self, image):
+                if logits:
+                    return {"logits": self.logits(image)}
                 return {"scores": tf.nn.softmax(self.logits(image))}
 
         return Digits()
@@ -202,7 +206,7 @@ def _train_module(entry: ZooEntry, train_x, train_y, held_x, held_y):
     """Plain tf.GradientTape training with Adam written out (no Keras anywhere)."""
     import tensorflow as tf
 
-    module = _DigitsModule.build()
+    module = _DigitsModule.build(entry.logits)
     variables = list(module.trainable_variables)
     first = [tf.Variable(tf.zeros_like(v)) for v in variables]
     second = [tf.Variable(tf.zeros_like(v)) for v in variables]
@@ -225,7 +229,7 @@ def _train_module(entry: ZooEntry, train_x, train_y, held_x, held_y):
         for start in range(0, len(order), 64):
             batch = order[start : start + 64]
             train_step(tf.constant(train_x[batch]), tf.constant(train_y[batch]))
-    predicted = np.argmax(module.serve(tf.constant(held_x))["scores"].numpy(), axis=1)
+    predicted = np.argmax(module.logits(tf.constant(held_x)).numpy(), axis=1)
     return module, float(np.mean(predicted == held_y))
 
 
