@@ -8,8 +8,6 @@ conversion in the worker process dies with it on kill -9.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import time
 
@@ -18,54 +16,33 @@ import pytest
 from conftest import CACHE
 from exporter.service.celery_runner import TASK, make_celery
 from exporter.service.settings import ServiceSettings
-from exporter.service.store import Store
 from fleet_harness import (
+    CeleryFleet,
     CeleryWorker,
     RedisServer,
-    create_database,
-    drop_database,
     exports_and_staging,
-    wait_for,
 )
 from service_harness import PARENT, Server, export_burst
 
 pytestmark = pytest.mark.slow
 
 
-class Fleet:
+class Fleet(CeleryFleet):
+    """The harness's Celery fleet on a Redis of the test's own, whose API and workers the tests
+    stop and start again."""
+
     def __init__(self, folder, canary_model):
-        self.folder, self.canary = folder, canary_model
-        self.outputs = folder / "exports"
-        self.outputs.mkdir()
         self.redis = RedisServer(folder).start()
-        self.database = create_database()
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}"
-        self.env = {
-            **os.environ,
-            "EXPORTER_RUNNER": "celery",
-            "EXPORTER_BROKER_URL": self.redis.url,
-            "EXPORTER_DATABASE_URL": self.url,
-            "EXPORTER_DATA_DIR": str(folder),
-            "EXPORTER_IMPORT_ROOTS": json.dumps([str(CACHE)]),
-            "EXPORTER_OUTPUT_ROOTS": json.dumps([str(self.outputs)]),
-            "EXPORTER_SANDBOX": "off",
-            "EXPORTER_LEASE_SECONDS": "6",
-            "EXPORTER_LIVENESS_SECONDS": "5",
-            "EXPORTER_DRAIN_SECONDS": "1",
-            "EXPORTER_MAX_ATTEMPTS": "2",
-        }
-        self.server = self.start_server()
-        self.store = Store(self.url)
-        self.workers = {name: CeleryWorker(name, self.env, folder).start() for name in ("w1", "w2")}
-        imported = self.server.call(
-            "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
-        )
-        assert imported.status_code == 200, imported.text
+        try:
+            super().__init__(folder, canary_model, self.redis.url)
+        except BaseException:
+            self.redis.stop()
+            raise
 
     def start_server(self) -> Server:
+        """The API again, on the same port."""
         server = Server(self.folder, [CACHE], [self.outputs], **{**self.env, "EXPORTER_WORKERS": "0"})
-        if getattr(self, "server", None) is not None:
-            server.port = self.server.port
+        server.port = self.server.port
         return server.start()
 
     def revive(self) -> None:
@@ -74,31 +51,9 @@ class Fleet:
             if worker.process.poll() is not None:
                 self.workers[name] = CeleryWorker(name, self.env, self.folder).start()
 
-    def export(self, folder: str, model_format: str = "tflite") -> str:
-        destination = {"gcsDestination": {"outputUriPrefix": str(self.outputs / folder)}}
-        body = {"outputConfig": {"modelFormat": model_format, **destination}}
-        response = self.server.call("POST", f"{PARENT}/models/canary:export", json=body)
-        assert response.status_code == 200, response.text
-        return response.json()["name"]
-
-    def holder(self, name: str) -> CeleryWorker:
-        """The worker running `name`, once its export is past the load stage."""
-        row = wait_for(
-            lambda: (r := self.store.get_operation(name)) and r.state == "running" and r.progress_percent >= 10 and r,
-            120,
-            "the export to be converting",
-            every=0.05,
-        )
-        pid = int(row.lease_owner.split("/")[2])  # host/celery/PID/random
-        return next(w for w in self.workers.values() if w.pid == pid)
-
     def close(self) -> None:
-        for worker in self.workers.values():
-            worker.stop()
-        self.server.stop()
-        self.store.engine.dispose()
+        super().close()
         self.redis.stop()
-        drop_database(self.database)
 
 
 @pytest.fixture(scope="module")
