@@ -256,11 +256,12 @@ def render_cell(record: dict) -> str:
 def render_table(run: dict) -> str:
     cells = {(r["model"], r["cell"]): r for r in run["results"]}
     lines = [
-        f"Run {run['time']} on {run['machine']['cpus']} CPUs, TensorFlow {run['versions']['tensorflow']}, "
-        + (
-            f"assembled from the cells' newest records, {run['totalSeconds']} s of exports in all"
+        (
+            f"Assembled {run['time']} from each cell's newest record, on {run['machine']['cpus']} CPUs, "
+            f"TensorFlow {run['versions']['tensorflow']}, {run['totalSeconds']} s of exports in all"
             if run.get("assembled")
-            else f"{run['totalSeconds']} s in all"
+            else f"Run {run['time']} on {run['machine']['cpus']} CPUs, TensorFlow {run['versions']['tensorflow']}, "
+            f"{run['totalSeconds']} s in all"
         )
         + (f". Cells marked *not run*: {run['notRun']['reason']}" if run.get("notRun") else "")
         + ". Each cell: the result, top-1 agreement with the source on the "
