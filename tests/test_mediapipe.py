@@ -55,4 +55,5 @@ def test_embedded_metadata_carries_labels_and_normalization(tflite_exports, cana
         "mean": [0.0, 0.0, 0.0],
         "std": [255.0, 255.0, 255.0],
         "labels": ["red", "yellow", "green", "cyan", "blue", "magenta"],
+        "scores": "probabilities",
     }

@@ -68,6 +68,10 @@ class Drain(threading.Thread):
         super().__init__(daemon=True, name=f"drain-{row.id}")
         self.store, self.row, self.stopping, self.drain_seconds = store, row, stopping, drain_seconds
         self.done = threading.Event()
+        # Held by whichever ends the attempt: the job recording its end, or the drain handing it
+        # back. Killing the job's child processes makes the job fail (a sandbox finds its child
+        # gone); that failure must not be recorded as the operation's end while it is handed back.
+        self.ending = threading.Lock()
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -75,16 +79,25 @@ class Drain(threading.Thread):
                 break
         if self.done.is_set() or self.done.wait(self.drain_seconds):
             return
-        end_child_processes()  # before the hand-back: none may write into the next holder's destination
-        handed = self.store.hand_back(self.row.id, self.row.fence)
-        log.warning(
-            "stopping: %s %s after %gs of drain",
-            self.row.name,
-            "handed back" if handed else "not held",
-            self.drain_seconds,
-        )
-        logging.shutdown()
-        os._exit(0)
+        with self.ending:
+            if self.done.is_set():
+                return  # the job recorded its end meanwhile
+            end_child_processes()  # before the hand-back: none may write into the next holder's destination
+            handed = self.store.hand_back(self.row.id, self.row.fence)
+            log.warning(
+                "stopping: %s %s after %gs of drain",
+                self.row.name,
+                "handed back" if handed else "not held",
+                self.drain_seconds,
+            )
+            logging.shutdown()
+            os._exit(0)
+
+    def end_job(self) -> None:
+        """The job ended: from here the drain does nothing. Blocks for good (the process exits)
+        when the drain is handing the job back."""
+        with self.ending:
+            self.done.set()
 
 
 def end_child_processes() -> None:
@@ -255,7 +268,7 @@ def run_operation(
     finally:
         heartbeat.stopped.set()
         if drain is not None:
-            drain.done.set()
+            drain.end_job()
     if state is None:
         return True  # recorded in the publish transaction
     if not store.finish(row.id, row.fence, state, **values):
