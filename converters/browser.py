@@ -7,7 +7,6 @@ reads ``dict.txt`` beside ``model.json``. Used by the tests and the benchmark, n
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import http.server
@@ -62,7 +61,9 @@ def served(model_dir: Path):
 
 
 @contextlib.contextmanager
-def browser_page(model_dir: Path):
+def browser_page(model_dir: Path, inputs: bytes):
+    """A Chromium page on the model; `inputs` is served to it as /inputs.bin (a page.evaluate
+    argument of the same images, base64 in a JSON string, costs tens of seconds at 224x224)."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -73,6 +74,7 @@ def browser_page(model_dir: Path):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page()
+            page.route("**/inputs.bin", lambda route: route.fulfill(body=inputs))
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(url)
@@ -83,15 +85,12 @@ def browser_page(model_dir: Path):
             browser.close()
 
 
-def _encoded(images: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(images, dtype=np.float32).tobytes()).decode()
-
-
 def browser_predict(model_dir: Path, inputs: np.ndarray) -> tuple[np.ndarray, dict]:
     """Scores [N, C] of the tfjs graph model on normalized inputs, in headless Chromium (wasm)."""
     count, height, width, _ = inputs.shape
-    with browser_page(model_dir) as page:
-        result = page.evaluate("([b, n, h, w]) => predictGraph(b, n, h, w)", [_encoded(inputs), count, height, width])
+    floats = np.ascontiguousarray(inputs, dtype=np.float32).tobytes()
+    with browser_page(model_dir, floats) as page:
+        result = page.evaluate("([n, h, w]) => predictGraph(n, h, w)", [count, height, width])
     return np.asarray(result["scores"], dtype=np.float32), {
         "backend": result["backend"],
         "msPerImage": result["msPerImage"],
@@ -99,8 +98,11 @@ def browser_predict(model_dir: Path, inputs: np.ndarray) -> tuple[np.ndarray, di
 
 
 def automl_classify(model_dir: Path, pixels: np.ndarray) -> tuple[list[str], str]:
-    """Top labels from @tensorflow/tfjs-automl's loadImageClassification on 0..255 pixels."""
+    """Top labels from @tensorflow/tfjs-automl's loadImageClassification on 0..255 pixels
+    (whole numbers: sent as bytes)."""
     count, height, width, _ = pixels.shape
-    with browser_page(model_dir) as page:
-        result = page.evaluate("([b, n, h, w]) => classifyAutoML(b, n, h, w)", [_encoded(pixels), count, height, width])
+    if not np.array_equal(pixels, np.clip(np.round(pixels), 0, 255)):
+        raise ValueError("automl_classify takes whole-number pixels in 0..255")
+    with browser_page(model_dir, np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()) as page:
+        result = page.evaluate("([n, h, w]) => classifyAutoML(n, h, w)", [count, height, width])
     return result["top"], result["backend"]
