@@ -167,7 +167,16 @@ def test_20_clients_at_once_limits_exact_folders_unique(shared):
     """20 clients post at the same moment into one folder: exactly the limit gets in, every
     accepted export ends with its own folder, none is lost or run twice."""
     server, store, outputs = shared
-    accepted, refused = export_burst(server, outputs / "burst")
+    # The limit is on exports active at once: one that ended during the burst would free a slot
+    # for a 7th, so the workers are stopped until every post is answered.
+    workers = list(server.health()["workers"].values())
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        accepted, refused = export_burst(server, outputs / "burst")
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
     assert len(accepted) == 6 and refused == ["RESOURCE_EXHAUSTED"] * 14
     for name in accepted:
         assert "response" in server.wait(name, timeout=300)
