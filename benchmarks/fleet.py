@@ -46,7 +46,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import redis
-from harness import BIN, REPO, save, timed
+from harness import BIN, REPO, save, serve_quietly, timed
 from sqlalchemy.engine import make_url
 
 from exporter.service.store import Store
@@ -215,13 +215,7 @@ def running_service(
                 "EXPORTER_WORKERS": "0",
             }
         env |= extra_env or {}
-        server = subprocess.Popen(
-            [str(BIN / "exporter"), "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        server = serve_quietly(port, env)
         stack.callback(stop, server)
         root = f"http://127.0.0.1:{port}"
 

@@ -25,6 +25,18 @@ def timed(command: list[str]) -> tuple[float, str]:
     return time.perf_counter() - started, result.stdout
 
 
+def serve_quietly(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """`exporter serve` on loopback, in a session of its own (stopped with its workers as one
+    group), its output discarded: the benchmark measures the server, it does not show it."""
+    return subprocess.Popen(
+        [str(BIN / "exporter"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def engine_export(model: Path, model_format: str, params: dict[str, str], out: Path) -> dict:
     """`exporter export` as a user runs it: wall seconds, stage seconds, folder and report."""
     command = [

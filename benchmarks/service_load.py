@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from harness import BIN, REPO, save, timed
+from harness import BIN, REPO, save, serve_quietly, timed
 
 CANARY = REPO / ".cache" / "benchmark-models" / "canary"
 PARENT = "projects/bench/locations/local"
@@ -48,13 +48,7 @@ def start_server(data: Path, outputs: Path, port: int, workers: int, niceness: i
         "EXPORTER_MAX_QUEUE": "100000",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
-    process = subprocess.Popen(
-        [str(BIN / "exporter"), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = serve_quietly(port, env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
