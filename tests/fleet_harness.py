@@ -309,19 +309,22 @@ class CeleryFleet:
                 self.workers[name] = CeleryWorker(name, self.env, folder).launch()
             for worker in self.workers.values():
                 worker.wait_ready()
-            imported = self.server.call(
-                "POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model), "modelId": "canary"}
-            )
-            assert imported.status_code == 200, imported.text
+            self.import_model(canary_model, "canary")
         except BaseException:
             self.close()
             raise
 
-    def export(self, folder: str, model_format: str = "tflite", **params) -> str:
+    def import_model(self, model: Path, model_id: str) -> None:
+        imported = self.server.call(
+            "POST", f"{PARENT}/models:import", json={"sourceUri": str(model), "modelId": model_id}
+        )
+        assert imported.status_code == 200, imported.text
+
+    def export(self, folder: str, model_format: str = "tflite", model_id: str = "canary", **params) -> str:
         config = {"modelFormat": model_format, "gcsDestination": {"outputUriPrefix": str(self.outputs / folder)}}
         if params:
             config["params"] = params
-        response = self.server.call("POST", f"{PARENT}/models/canary:export", json={"outputConfig": config})
+        response = self.server.call("POST", f"{PARENT}/models/{model_id}:export", json={"outputConfig": config})
         assert response.status_code == 200, response.text
         return response.json()["name"]
 

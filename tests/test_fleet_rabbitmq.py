@@ -117,9 +117,12 @@ def impatient_fleet(tmp_path, canary_model):
     node.stop()
 
 
-def test_a_job_longer_than_the_consumer_timeout_ends_once_and_its_worker_goes_on(impatient_fleet):
+def test_a_job_longer_than_the_consumer_timeout_ends_once_and_its_worker_goes_on(impatient_fleet, digits_model):
     fleet, node = impatient_fleet
-    name = fleet.export("slow", "tflite", quantization="uint8")  # seconds of calibration and conversion
+    # The digits model's uint8 export: seconds of calibration and conversion, well past the 1 s
+    # timeout (the canary's could end before RabbitMQ's check came round).
+    fleet.import_model(digits_model, "digits")
+    name = fleet.export("slow", "tflite", "digits", quantization="uint8")
     holder = fleet.holder(name)
     other = next(worker for worker in fleet.workers.values() if worker is not holder)
     message = received(holder)[-1]
