@@ -309,16 +309,10 @@ class CeleryFleet:
                 self.workers[name] = CeleryWorker(name, self.env, folder).launch()
             for worker in self.workers.values():
                 worker.wait_ready()
-            self.import_model(canary_model, "canary")
+            self.server.import_model(canary_model, "canary")
         except BaseException:
             self.close()
             raise
-
-    def import_model(self, model: Path, model_id: str) -> None:
-        imported = self.server.call(
-            "POST", f"{PARENT}/models:import", json={"sourceUri": str(model), "modelId": model_id}
-        )
-        assert imported.status_code == 200, imported.text
 
     def export(self, folder: str, model_format: str = "tflite", model_id: str = "canary", **params) -> str:
         config = {"modelFormat": model_format, "gcsDestination": {"outputUriPrefix": str(self.outputs / folder)}}

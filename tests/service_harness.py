@@ -90,6 +90,11 @@ class Server:
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
         return httpx.request(method, f"{self.url}/v1beta1/{path}", timeout=120, **kwargs)
 
+    def import_model(self, model: Path, model_id: str) -> None:
+        """models:import of a model folder as `model_id` into the test project; it must be accepted."""
+        imported = self.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(model), "modelId": model_id})
+        assert imported.status_code == 200, imported.text
+
     def wait(self, operation: str, timeout: float = 300, headers: dict | None = None) -> dict:
         deadline = time.monotonic() + timeout
         while True:

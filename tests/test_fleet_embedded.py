@@ -43,7 +43,7 @@ def shared(tmp_path_factory, canary_model):
     outputs.mkdir()
     server = Server(folder, [CACHE], [outputs], **_settings(url, EXPORTER_MAX_ACTIVE_EXPORTS_PER_PRINCIPAL="6")).start()
     store = Store(url)
-    _import(server, canary_model)
+    server.import_model(canary_model, "canary")
     yield server, store, outputs
     server.stop()
     store.engine.dispose()
@@ -72,11 +72,6 @@ def fleet(tmp_path, canary_model):
         server.stop()
     store.engine.dispose()
     drop_database(database)
-
-
-def _import(server: Server, model, model_id: str = "canary") -> None:
-    imported = server.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(model), "modelId": model_id})
-    assert imported.status_code == 200, imported.text
 
 
 def _export(server: Server, outputs, folder: str, model_id: str = "canary") -> str:
@@ -112,7 +107,7 @@ def test_kill_9_of_a_worker_mid_export_the_other_finishes_it(shared):
 def test_a_job_whose_last_attempt_loses_its_worker_fails_saying_so_and_leaves_no_staging(fleet):
     start, store, outputs, canary_model = fleet
     server = start(EXPORTER_MAX_ATTEMPTS="1")
-    _import(server, canary_model)
+    server.import_model(canary_model, "canary")
     name = _export(server, outputs, "lost")
     os.kill(_holder_pid(server, store, name), signal.SIGKILL)  # after the load stage: staging exists
     done = server.wait(name, timeout=180)
@@ -149,7 +144,7 @@ def test_sigterm_of_the_server_hands_the_running_job_back_uncounted(fleet, digit
     start, store, outputs, _ = fleet
     server = start(EXPORTER_MAX_ATTEMPTS="1")  # a counted hand-back would fail it for good
     # The digits model: its conversion and verification outlast the 1 s drain (the canary's may not).
-    _import(server, digits_model, "digits")
+    server.import_model(digits_model, "digits")
     name = _export(server, outputs, "out", "digits")
     _holder_pid(server, store, name)
     server.stop()  # SIGTERM: 1 s of drain, then the job goes back to the queue

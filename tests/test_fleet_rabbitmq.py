@@ -121,7 +121,7 @@ def test_a_job_longer_than_the_consumer_timeout_ends_once_and_its_worker_goes_on
     fleet, node = impatient_fleet
     # The digits model's uint8 export: seconds of calibration and conversion, well past the 1 s
     # timeout (the canary's could end before RabbitMQ's check came round).
-    fleet.import_model(digits_model, "digits")
+    fleet.server.import_model(digits_model, "digits")
     name = fleet.export("slow", "tflite", "digits", quantization="uint8")
     holder = fleet.holder(name)
     other = next(worker for worker in fleet.workers.values() if worker is not holder)
