@@ -10,6 +10,9 @@ after its export.
         for model_format in formats:
             export_model(model, {"modelFormat": model_format, ...})
 
+Scratch folders (``shared_folder``) are shared the same way: written once per scope, removed when
+it ends (the tflite modes all convert from one batch-1 SavedModel written for them).
+
 The scope is a context variable: it covers the thread (and asyncio task) that opened it. What is
 shared must not be changed by its users: loaded SavedModels are only traced and called, and the
 reference's arrays are only read.
@@ -18,14 +21,18 @@ reference's arrays are only read.
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
 from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 T = TypeVar("T")
 P = ParamSpec("P")
 _memo: ContextVar[dict[Hashable, object] | None] = ContextVar("shared_loads", default=None)
+_CLEANUP = ("cleanup",)  # the memo's ExitStack: what the scope removes when it ends
 
 
 @contextmanager
@@ -34,11 +41,12 @@ def shared_loads() -> Iterator[None]:
     if _memo.get() is not None:
         yield
         return
-    token = _memo.set({})
-    try:
-        yield
-    finally:
-        _memo.reset(token)
+    with ExitStack() as cleanup:
+        token = _memo.set({_CLEANUP: cleanup})
+        try:
+            yield
+        finally:
+            _memo.reset(token)
 
 
 def shared(key: Hashable, build: Callable[[], T]) -> T:
@@ -49,6 +57,30 @@ def shared(key: Hashable, build: Callable[[], T]) -> T:
     if key not in memo:
         memo[key] = build()
     return memo[key]  # type: ignore[return-value]
+
+
+@contextmanager
+def shared_folder(key: Hashable, fill: Callable[[Path], None]) -> Iterator[Path]:
+    """A scratch folder `fill` writes once per scope for `key` and the scope removes when it ends;
+    outside a scope, filled for this block alone and removed after it."""
+    memo = _memo.get()
+    if memo is None:
+        with _scratch_folder(fill) as folder:
+            yield folder
+        return
+    if key not in memo:
+        memo[key] = memo[_CLEANUP].enter_context(_scratch_folder(fill))
+    yield memo[key]
+
+
+@contextmanager
+def _scratch_folder(fill: Callable[[Path], None]) -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="export-scratch-"))
+    try:
+        fill(folder)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def sharing_loads(function: Callable[P, T]) -> Callable[P, T]:

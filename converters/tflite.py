@@ -1,7 +1,9 @@
 """modelFormat ``tflite``: the TFLite converter, from the source's serving signature.
 
-The batch is fixed to 1 through a concrete function (a mobile classifier takes one image; the
-Edge TPU compiler and MediaPipe want static shapes). ``uint8`` and ``int8`` are full-integer
+The batch is fixed to 1 (a mobile classifier takes one image; the Edge TPU compiler and MediaPipe
+want static shapes): the serving signature is traced at batch 1 and saved once per
+``shared_loads()`` scope as a SavedModel every mode converts from, and ``uint8`` and ``int8`` share
+one calibration. ``uint8`` and ``int8`` are full-integer
 quantization with integer input and output (``uint8`` as AutoML's QUANTIZED_UINT8 exports); they
 take raw 0..255 pixels whatever the model's normalization, which is folded into the graph before
 quantizing (converters/tflite_input.py). Their representative dataset is the model's calibration
@@ -17,8 +19,10 @@ A model whose output is logits gets a softmax at the end of the graph unless ``o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,7 @@ import numpy as np
 
 from converters import quantization_budget as budget
 from converters.base import Converter, register
+from converters.load_scope import shared, shared_folder
 from converters.output_scores import plan_scores, scores_function
 from converters.signature import load_serving_signature
 from converters.tflite_input import InputPlan, consumer_scores, input_plan
@@ -99,23 +104,44 @@ def budget_tolerance(quantization: str, params: dict[str, str]) -> Tolerance:
     return dataclasses.replace(tolerance, max_disagreement_fraction=float(value))
 
 
+@contextmanager
 def _converter(source, quantization: str, plan: InputPlan, add_softmax: bool, inputs: np.ndarray | None):
-    """A TFLiteConverter of the serving signature with the export's input and output; (converter, loaded)."""
+    """A TFLiteConverter of the export's batch-1 graph, set for `quantization` (calibrated on `inputs`)."""
     import tensorflow as tf
 
-    serving = load_serving_signature(source.saved_model_dir)
-    loaded = serving.loaded
-    single_image = scores_function(
-        source, serving, [1, source.height, source.width, 3], add_softmax=add_softmax, preprocess=plan.to_model_input
-    )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([single_image.get_concrete_function()], loaded)
-    if quantization != "float32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if inputs is not None:
-        converter.representative_dataset = lambda: ([x[None]] for x in inputs)
-    return converter, loaded
+    with single_image_saved_model(source, plan, add_softmax) as saved_model:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+        if quantization != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if inputs is not None:
+            converter.representative_dataset = lambda: ([x[None]] for x in inputs)
+        yield converter
+
+
+def single_image_saved_model(source, plan: InputPlan, add_softmax: bool):
+    """Context: a SavedModel of the export's graph (input as `plan` feeds it, batch fixed to 1,
+    softmax added or not), written once per ``shared_loads()`` scope for every mode to convert.
+
+    What ``TFLiteConverter.from_concrete_functions`` does on each call (save the function as a
+    SavedModel, convert from that), done once: each mode then converts as ``from_saved_model``
+    does. Only the function and the variables it reads are saved, not the source's other functions.
+    """
+    import tensorflow as tf
+
+    def write(folder: Path) -> None:
+        serving = load_serving_signature(source.saved_model_dir)
+        shape = [1, source.height, source.width, 3]
+        single_image = scores_function(
+            source, serving, shape, add_softmax=add_softmax, preprocess=plan.to_model_input
+        ).get_concrete_function()
+        holder = tf.Module()
+        holder.variables_read = list(single_image.variables)  # tracked, so saved with the function
+        tf.saved_model.save(holder, str(folder), signatures={"serving_default": single_image})
+
+    where = str(Path(source.saved_model_dir).resolve())
+    return shared_folder(("tflite single-image", where, plan, add_softmax), write)
 
 
 def convert_to_tflite(
@@ -131,21 +157,49 @@ def convert_to_tflite(
 
     Full-integer modes take raw pixels (`plan` default); `pixels` replaces the calibration images.
     """
-    import tensorflow as tf
-
     mode = MODES[quantization]
     plan = plan or input_plan(source, integer=mode.io_type is not None)
-    inputs = None
-    if mode.needs_calibration:
-        inputs = plan.feed(calibration_pixels(source, calibration_count) if pixels is None else pixels)
-    converter, loaded = _converter(source, quantization, plan, add_softmax, inputs)
     if mode.io_type is not None:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = getattr(tf, mode.io_type)
-        converter.inference_output_type = getattr(tf, mode.io_type)
-    flatbuffer = converter.convert()
-    del loaded  # kept alive until here: the concrete function holds its variables weakly
-    return flatbuffer
+        pixels = calibration_pixels(source, calibration_count) if pixels is None else pixels
+        return quantize_fully(calibrated_model(source, plan, add_softmax, pixels), mode.io_type)
+    with _converter(source, quantization, plan, add_softmax, None) as converter:
+        return converter.convert()
+
+
+def calibrated_model(source, plan: InputPlan, add_softmax: bool, pixels: np.ndarray) -> bytes:
+    """The float model with every tensor's range recorded on the calibration `pixels`.
+
+    The TFLite converter's full-integer path is this calibration (the float model run on every
+    calibration image: most of its time) followed by one quantizer call. The calibration does not
+    depend on the integer type, so within a ``shared_loads()`` scope ``uint8`` and ``int8`` share it.
+    """
+    import tensorflow as tf
+
+    def build() -> bytes:
+        with _converter(source, "uint8", plan, add_softmax, plan.feed(pixels)) as converter:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter._experimental_calibrate_only = True  # as TFLite's QuantizationDebugger calibrates
+            return converter.convert()
+
+    digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+    where = str(Path(source.saved_model_dir).resolve())
+    return shared(("tflite-calibrated", where, plan, add_softmax, digest), build)
+
+
+def quantize_fully(calibrated: bytes, io_type: str) -> bytes:
+    """The full-integer model with `io_type` input and output, from the calibrated one.
+
+    The converter's own quantizer call on its calibrated model (``mlir_quantize`` with the integer
+    input and output types, then its read-only buffer deduplication): the same operators, tensors,
+    quantization and weights as ``TFLiteConverter.convert()`` returns for the same calibration, the
+    metadata in another order (tests/test_tflite_export.py).
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    dtype = getattr(tf, io_type)
+    quantized = convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype)
+    return convert.deduplicate_readonly_buffers(quantized)
 
 
 def metadata_json(model: TFLiteModel, quantization: str) -> dict:
@@ -236,9 +290,8 @@ def quantize_within_budget(
 def _float_layer_remedy(source, quantization, plan, add_softmax, pixels, attempt) -> bool:
     """Keep the layers with the largest quantization error in float, 1, 2, 4, ... of them."""
     inputs = plan.feed(pixels)
-    converter, loaded = _converter(source, quantization, plan, add_softmax, inputs)
-    calibrated, layers = budget.layers_by_error(converter, lambda: ([x[None]] for x in inputs))
-    del loaded
+    with _converter(source, quantization, plan, add_softmax, inputs) as converter:
+        calibrated, layers = budget.layers_by_error(converter, lambda: ([x[None]] for x in inputs))
     io_type = MODES[quantization].io_type
     for count in budget.float_layer_counts(min(budget.MAX_FLOAT_LAYERS, len(layers))):
         kept = tuple(layer["tensor"] for layer in layers[:count])

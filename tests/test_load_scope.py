@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from converters.load_scope import shared_loads
+from converters.load_scope import shared_folder, shared_loads
 from converters.signature import load_serving_signature
 from converters.verification import make_reference
 from exporter.core.model_source import read_model
@@ -76,3 +76,57 @@ def test_the_benchmark_matrix_loads_its_source_once(canary_model, source_loads, 
     assert {row.status for row in result.rows} == {"passed"}, [(r.target, r.reason) for r in result.rows]
     assert len(source_loads) == 1
     assert all(row.p50_ms > 0 for row in result.rows)
+
+
+def test_a_scratch_folder_is_written_once_per_scope_and_removed_when_it_ends():
+    fills = []
+
+    def fill(folder: Path) -> None:
+        fills.append(folder)
+        (folder / "model").write_text("written once")
+
+    with shared_loads():
+        with shared_folder("scratch", fill) as first:
+            pass
+        with shared_folder("scratch", fill) as second:
+            assert (second / "model").read_text() == "written once"
+        assert first == second and first.exists() and len(fills) == 1
+    assert not first.exists()
+    with shared_folder("scratch", fill) as alone:  # outside a scope: for this block only
+        assert alone.exists() and len(fills) == 2
+    assert not alone.exists()
+
+
+def test_a_scratch_folder_whose_fill_fails_is_removed_and_not_kept():
+    made = []
+
+    def failing(folder: Path) -> None:
+        made.append(folder)
+        raise RuntimeError("the save failed")
+
+    with shared_loads():
+        for _ in range(2):
+            with pytest.raises(RuntimeError), shared_folder("scratch", failing):
+                pass
+        assert len(made) == 2 and not any(folder.exists() for folder in made)
+
+
+def test_every_tflite_mode_converts_from_one_saved_graph_per_scope(canary_model, tmp_path, monkeypatch):
+    """The batch-1 SavedModel the tflite modes convert from is written once for the five modes."""
+    import tensorflow as tf
+
+    from conftest import TFLITE_MODES, tflite_config
+
+    save, saves = tf.saved_model.save, []
+
+    def counted(obj, export_dir, *args, **kwargs):
+        saves.append(export_dir)
+        return save(obj, export_dir, *args, **kwargs)
+
+    monkeypatch.setattr(tf.saved_model, "save", counted)
+    with shared_loads():
+        for mode in TFLITE_MODES:
+            export_model(canary_model, tflite_config(tmp_path / mode, mode))
+    # One for the float modes' input, one for the integer modes' (raw pixels, normalization folded in).
+    assert len(saves) == 2, saves
+    assert not any(Path(folder).exists() for folder in saves)

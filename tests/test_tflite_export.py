@@ -214,3 +214,78 @@ def test_report_names_the_model_by_name_and_content_not_path(exports, digits_mod
     assert report["model"]["digest"] == read_model(copy).content_digest()
     (copy / "dict.txt").write_text((copy / "dict.txt").read_text().replace("zero", "nought"))
     assert read_model(copy).content_digest() != report["model"]["digest"]
+
+
+def graph_of(flatbuffer: bytes) -> list:
+    """Every operator, and every tensor with its type, shape, quantization and data: the model
+    without its metadata (whose conversion record carries a hash of the model it was written into)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
+    (graph,) = model.subgraphs
+
+    def data(buffer_index: int) -> bytes:
+        held = model.buffers[buffer_index].data
+        return b"" if held is None else bytes(held)
+
+    def quantization(tensor) -> tuple:
+        q = tensor.quantization
+        if q is None or q.scale is None:
+            return ()
+        return tuple(q.scale.tolist()), tuple(q.zeroPoint.tolist())
+
+    operators = [
+        (model.operatorCodes[op.opcodeIndex].builtinCode, op.inputs.tolist(), op.outputs.tolist())
+        for op in graph.operators
+    ]
+    tensors = [(t.name, t.type, t.shape.tolist(), quantization(t), data(t.buffer)) for t in graph.tensors]
+    return [operators, tensors, graph.inputs.tolist(), graph.outputs.tolist()]
+
+
+@pytest.mark.parametrize("io_type", ["uint8", "int8"])
+def test_calibrate_then_quantize_is_the_converters_own_full_integer_model(canary_model, io_type):
+    """The split the engine uses to calibrate once for uint8 and int8 gives the converter's model."""
+    import tensorflow as tf
+
+    from converters.tflite_input import input_plan
+
+    source = read_model(canary_model)
+    plan = input_plan(source, integer=True)
+    pixels = tflite.calibration_pixels(source, 20)
+    with tflite._converter(source, io_type, plan, False, plan.feed(pixels)) as converter:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = getattr(tf, io_type)
+        stock = converter.convert()
+    split = tflite.quantize_fully(tflite.calibrated_model(source, plan, False, pixels), io_type)
+    assert graph_of(split) == graph_of(stock)
+    assert len(split) == len(stock)
+
+
+def test_uint8_and_int8_share_one_calibration_within_a_scope(canary_model, monkeypatch):
+    from converters.load_scope import shared_loads
+
+    source = read_model(canary_model)
+    calibrations = []
+    calibrate = tflite._converter
+
+    def counting(source, quantization, plan, add_softmax, inputs):
+        if inputs is not None:
+            calibrations.append(quantization)
+        return calibrate(source, quantization, plan, add_softmax, inputs)
+
+    monkeypatch.setattr(tflite, "_converter", counting)
+    with shared_loads():
+        uint8 = tflite.convert_to_tflite(source, "uint8", 20)
+        int8 = tflite.convert_to_tflite(source, "int8", 20)
+    assert len(calibrations) == 1
+    interpreters = [tf_interpreter(model) for model in (uint8, int8)]
+    assert [i.get_input_details()[0]["dtype"] for i in interpreters] == [np.uint8, np.int8]
+    # Outside a scope nothing is kept: each conversion calibrates again.
+    tflite.convert_to_tflite(source, "int8", 20)
+    assert len(calibrations) == 2
+
+
+def tf_interpreter(flatbuffer: bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=flatbuffer)

@@ -2,7 +2,7 @@
 
 Training the zoo at 96x96 takes over an hour on two cores, so the suite trains only the quick zoo
 models (conftest.QUICK_ZOO_MODELS) at that size. The other families run here as their CI variants
-(tests/zoo.py CI_VARIANTS: the same Keras application and input convention at 32x32, one epoch,
+(tests/zoo.py CI_VARIANTS: the same Keras application and input convention at 32x32, one or two epochs,
 BatchNorm statistics settled), each exported for real in the cell where that family's own ops or
 quantization matter, and held to the outcome the full 96x96 matrix (benchmarks/zoo_matrix.json)
 recorded for the family in that cell. Their cost is the graph, not the pixels: tracing and
@@ -33,9 +33,6 @@ FAMILY_CELLS = {
     "nasnet_mobile": ("tflite float32",),
     "resnet50": ("tflite uint8", "core_ml"),
 }
-# Variants too slow for the suite's budget even at 32x32 (training and one export: about 5 minutes
-# for NASNetMobile, 4 for ResNet50 on two shared cores): their cells run with --zoo (make zoo-test).
-ZOO_TEST_ONLY = ("nasnet_mobile", "resnet50")
 # Families the suite covers without a variant of their own: MobileNetV2 is the digits sample model
 # (exporter/sample_models.py), which other tests export to every format, and the -1..1 input of
 # the zoo's mobilenet_v2 is the tf.Module's; the logits family's output is tf_module_logits', whose
@@ -48,7 +45,6 @@ CASES = [
     pytest.param(
         f"{family}_{zoo.CI_SIZE}",  # the variant's name: conftest leaves the 96x96 zoo names to --zoo
         cell,
-        marks=[pytest.mark.zoo] if family in ZOO_TEST_ONLY else [],
         id=f"{family}_{zoo.CI_SIZE}-{cell.replace(' ', '_')}",
     )
     for family, cells in FAMILY_CELLS.items()
@@ -64,10 +60,10 @@ def family_of(variant: str) -> str:
     return variant.removesuffix(f"_{zoo.CI_SIZE}")
 
 
-def test_every_family_is_exported_by_the_suite_or_listed_for_zoo_test():
+def test_every_family_is_exported_by_the_suite():
     quick = {model for model, _ in CI_SUBSET + QUICK_CELLS if model in QUICK_ZOO_MODELS}
-    in_suite = (set(FAMILY_CELLS) - set(ZOO_TEST_ONLY)) | set(COVERED_ELSEWHERE) | quick
-    assert in_suite | set(ZOO_TEST_ONLY) == set(zoo.ZOO), sorted(set(zoo.ZOO) - in_suite - set(ZOO_TEST_ONLY))
+    in_suite = set(FAMILY_CELLS) | set(COVERED_ELSEWHERE) | quick
+    assert in_suite == set(zoo.ZOO), sorted(set(zoo.ZOO) - in_suite)
     assert {f"{family}_{zoo.CI_SIZE}" for family in FAMILY_CELLS} == set(zoo.CI_VARIANTS)
     for family in FAMILY_CELLS:  # a variant is its family's network and input convention, smaller
         full, small = zoo.ZOO[family], zoo.CI_VARIANTS[f"{family}_{zoo.CI_SIZE}"]
