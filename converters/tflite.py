@@ -2,9 +2,8 @@
 
 The batch is fixed to 1 (a mobile classifier takes one image; the Edge TPU compiler and MediaPipe
 want static shapes): the serving signature is traced at batch 1 and saved once per
-``shared_loads()`` scope as a SavedModel every mode converts from, and ``uint8`` and ``int8`` share
-one calibration. ``uint8`` and ``int8`` are full-integer
-quantization with integer input and output (``uint8`` as AutoML's QUANTIZED_UINT8 exports); they
+``shared_loads()`` scope as a SavedModel every mode converts from. ``uint8`` and ``int8`` are
+full-integer quantization, sharing one calibration within a scope, with integer input and output (``uint8`` as AutoML's QUANTIZED_UINT8 exports); they
 take raw 0..255 pixels whatever the model's normalization, which is folded into the graph before
 quantizing (converters/tflite_input.py). Their representative dataset is the model's calibration
 images plus one gradient image spanning 0..255, so the input's quantization covers the whole pixel
@@ -52,20 +51,19 @@ class Mode:
 
     inference_type: str  # tflite_metadata.json's inferenceType
     tolerance: Tolerance
-    needs_calibration: bool
     io_type: str | None = None  # integer input/output type of a full-integer model
 
 
 MODES = {
     # The same arithmetic as the source: every decided image agrees, scores within rounding.
-    "float32": Mode("FLOAT", Tolerance(0.0, max_abs_diff=1e-4), needs_calibration=False),
+    "float32": Mode("FLOAT", Tolerance(0.0, max_abs_diff=1e-4)),
     # Weights stored as float16, computed in float32: rounding of the weights only.
-    "float16": Mode("FLOAT", Tolerance(0.01, max_abs_diff=0.05), needs_calibration=False),
+    "float16": Mode("FLOAT", Tolerance(0.01, max_abs_diff=0.05)),
     # int8 weights, activations quantized on the fly; no calibration data.
-    "dynamic_range": Mode("FLOAT", Tolerance(0.02, max_abs_diff=None), needs_calibration=False),
+    "dynamic_range": Mode("FLOAT", Tolerance(0.02, max_abs_diff=None)),
     # Full-integer: output steps of 1/256; on 360 held-out digits 2 images flipped.
-    "uint8": Mode("QUANTIZED_UINT8", Tolerance(0.02, max_abs_diff=None), True, io_type="uint8"),
-    "int8": Mode("QUANTIZED_INT8", Tolerance(0.02, max_abs_diff=None), True, io_type="int8"),
+    "uint8": Mode("QUANTIZED_UINT8", Tolerance(0.02, max_abs_diff=None), io_type="uint8"),
+    "int8": Mode("QUANTIZED_INT8", Tolerance(0.02, max_abs_diff=None), io_type="int8"),
 }
 
 
