@@ -1,6 +1,6 @@
 """Full-integer quantization within an accuracy budget: when plain post-training quantization misses
-``max_disagreement``, more calibration images and then float layers (chosen by TFLite's
-QuantizationDebugger) are tried, each recorded with what it measured and cost; input and output stay
+``max_disagreement``, more calibration images, then the classifier head in float, then float layers
+(chosen by TFLite's QuantizationDebugger) are tried, each recorded with what it measured and cost; input and output stay
 integer; edgetpu_tflite's model stays fully integer."""
 
 import json
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from converters import REGISTRY
-from converters.quantization_budget import float_layer_counts
+from converters.quantization_budget import MAX_HEAD_OPS, float_layer_counts
 from converters.tflite_runtime import TFLiteModel
 from exporter.core.errors import Code, ExportError
 from exporter.core.model_source import read_model
@@ -82,9 +82,14 @@ def test_remedies_run_in_order_and_are_recorded(strict_digits):
     names = [r["remedy"] for r in remedies]
     # More calibration first (the model folder holds 200 calibration images, the default takes 100).
     assert names[0] == "calibration" and remedies[0]["calibration_images"] == 200
-    assert set(names[1:]) <= {"float_layers"}
-    counts = [len(r["float_layers"]) for r in remedies[1:]]
-    assert counts == float_layer_counts(16)[: len(counts)]
+    counts = []
+    if len(names) > 1:  # then the classifier head in float, then the head and the worst layers
+        assert names[1] == "float_head" and set(names[2:]) <= {"float_layers"}
+        head = remedies[1]["float_layers"]
+        assert 1 <= len(head) <= MAX_HEAD_OPS
+        assert all(r["float_layers"][: len(head)] == head for r in remedies[2:])
+        counts = [len(r["float_layers"]) - len(head) for r in remedies[2:]]
+        assert counts == float_layer_counts(16)[: len(counts)]
     for entry in remedies:
         assert entry["flips"] == entry["decided"] - entry["agreeing"]
         assert entry["bytes"] > 0 and entry["latency_ms"] > 0 and set(entry["cost"]) == {"bytes", "latency_ms"}
@@ -92,7 +97,7 @@ def test_remedies_run_in_order_and_are_recorded(strict_digits):
     assert not any(r["passed"] for r in remedies[:-1])
     assert remedies[-1]["passed"] == passed
     if not passed:
-        assert counts[-1] == 16
+        assert counts and counts[-1] == 16
         assert "remedies tried: calibration, 200 calibration images: " in report["error"]["message"]
 
 
@@ -142,21 +147,63 @@ def test_edgetpu_model_is_calibrated_only(digits_model, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.zoo
-def test_efficientnet_b0_uint8_tries_every_remedy_then_says_what_passes(zoo_model, tmp_path):
-    """The issue's goal (EfficientNetB0 uint8 within the default 2% budget) is not met: measured,
-    plain 13 of 360 flip (7 allowed), all calibration images 19, 1-16 float layers 13-17 (README).
-    What must hold meanwhile: every remedy runs in order and is recorded, nothing is published, and
-    the error names the tries and the params that would pass."""
+def test_efficientnet_b0_uint8_meets_the_budget_with_its_classifier_head_in_float(zoo_model, tmp_path):
+    """The issue's goal: EfficientNetB0 uint8 within the default 2% budget, accuracy within 1 point of
+    the source. Plain quantization misses it (the logits' one range spans hundreds of units); the
+    head in float, with the worst layers if it needs them, meets it, input and output still uint8."""
     model = zoo_model("efficientnet_b0")
-    with pytest.raises(ExportFailed) as raised:
-        export_model(model, tflite(tmp_path / "uint8", quantization="uint8"))
-    assert raised.value.code is Code.FAILED_PRECONDITION
-    check = raised.value.report["failedCheck"]
+    result = export_model(model, tflite(tmp_path / "uint8", quantization="uint8"))
+    check = result.report["checks"]["verification"]
     assert check["tolerance"]["max_disagreement_fraction"] == 0.02
-    remedies = check["remedies"]
-    counts = [len(r["float_layers"]) for r in remedies]  # the layers each try kept in float, by name
-    float_counts = [n for n in counts if n]
-    assert counts[0] == 0 and float_counts == sorted(float_counts) and float_counts[0] == 1
-    assert all(r["flips"] > check["allowed_disagreements"] for r in remedies)
-    assert "remedies tried" in raised.value.message and "float16" in raised.value.message
-    assert not [p for p in (tmp_path / "uint8").iterdir() if not p.name.endswith(".failed")]
+    assert check["decided"] - check["agreeing"] <= check["allowed_disagreements"]
+    assert check["artifact_accuracy"] >= check["source_accuracy"] - 0.01
+    names = [r["remedy"] for r in check["remedies"]]
+    assert "float_head" in names and names[-1] in ("float_head", "float_layers")
+    folder = Path(result.output_dir)
+    metadata = json.loads((folder / "tflite_metadata.json").read_text())
+    assert metadata["tensors"]["input"]["dtype"] == "uint8" and metadata["tensors"]["output"]["dtype"] == "uint8"
+    assert float_op_count(folder / "model.tflite") >= 1
+
+
+def producing_ops(flatbuffer: bytes, tensor_names: list[str]) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    by_output = {names[o]: op["op_name"] for op in interpreter._get_ops_details() for o in op["outputs"]}
+    return [by_output[name] for name in tensor_names]
+
+
+@pytest.mark.parametrize(
+    "model,output_scores,head_ops",
+    [("digits", "probabilities", ["SOFTMAX", "FULLY_CONNECTED"]), ("tf_module_logits", "logits", ["FULLY_CONNECTED"])],
+)
+def test_the_classifier_head_in_float_keeps_integer_input_and_output(
+    digits_model, zoo_model, tmp_path, model, output_scores, head_ops
+):
+    from converters import tflite as tflite_converter
+    from converters.quantization_budget import classifier_head, quantize_with_float_layers
+    from converters.tflite_input import consumer_scores, input_plan
+    from converters.verification import make_reference
+
+    source = read_model(digits_model if model == "digits" else zoo_model(model))
+    plan = input_plan(source, integer=True)
+    pixels = tflite_converter.calibration_pixels(source, 50)
+    calibrated = tflite_converter.calibrated_model(source, plan, False, pixels)
+    head = classifier_head(calibrated)
+    assert producing_ops(calibrated, head) == head_ops  # from the output back to the logits layer
+    (tmp_path / "model.tflite").write_bytes(quantize_with_float_layers(calibrated, "uint8", head))
+    artifact = TFLiteModel(tmp_path / "model.tflite")
+    assert np.dtype(artifact.input["dtype"]) == np.uint8 and artifact.input["quantization"] == (1.0, 0)
+    assert np.dtype(artifact.output["dtype"]) == np.uint8
+    assert float_op_count(tmp_path / "model.tflite") == len(head)  # the head, and nothing else, in float
+    reference = make_reference(source)
+    scores = consumer_scores(artifact, reference.images.pixels, plan.feed_mean, plan.feed_std)
+    assert (scores.argmax(1) == reference.scores.argmax(1)).mean() >= 0.97
+    scale, zero_point = artifact.output["quantization"]
+    if output_scores == "probabilities":  # TFLite's fixed softmax output step
+        assert (scale, zero_point) == (1 / 256, 0)
+    else:  # the calibrated range of the logits: wide enough for nearly all held-out values
+        low, high = (0 - zero_point) * scale, (255 - zero_point) * scale
+        inside = (reference.scores >= low - scale) & (reference.scores <= high + scale)
+        assert inside.mean() >= 0.99, (low, high, reference.scores.min(), reference.scores.max())

@@ -142,8 +142,9 @@ QUANTIZATION_REMEDIES = Param(
     "quantization_remedies",
     "all",
     "What uint8/int8 may try when plain quantization misses the budget, in order: all: more "
-    "calibration images, then the layers with the largest quantization error kept in float (integer "
-    "input and output stay); calibration: the first only; none: fail at once.",
+    "calibration images, then the classifier head kept in float, then with it the layers with the "
+    "largest quantization error (integer input and output stay); calibration: the first only; "
+    "none: fail at once.",
     allowed=("all", "calibration", "none"),
 )
 
