@@ -118,6 +118,37 @@ def test_the_kept_model_has_integer_input_and_output(strict_digits):
     assert np.dtype(model.input["dtype"]) == np.uint8
 
 
+def held_out_pixels(model_dir: Path, limit: int = 60) -> np.ndarray:
+    from exporter.core.images import load_image_set
+
+    source = read_model(model_dir)
+    images = load_image_set(
+        source.heldout_dir, source.labels, source.height, source.width, limit=limit, purpose="held-out"
+    )
+    return images.pixels
+
+
+def mediapipe_top1(model_file: Path, model_dir: Path) -> list[int]:
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model_file)), max_results=1)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        return [
+            classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+            .classifications[0]
+            .categories[0]
+            .index
+            for image in held_out_pixels(model_dir)
+        ]
+
+
+def verified_top1(model_file: Path, model_dir: Path) -> list[int]:
+    from converters.tflite_input import consumer_scores
+
+    return consumer_scores(TFLiteModel(model_file), held_out_pixels(model_dir), (0, 0, 0), (1, 1, 1)).argmax(1).tolist()
+
+
 def test_no_remedy_when_forbidden(digits_model, tmp_path):
     with pytest.raises(ExportFailed) as raised:
         export_model(
@@ -184,6 +215,7 @@ def test_the_classifier_head_in_float_keeps_integer_input_and_output(
     from converters import tflite as tflite_converter
     from converters.quantization_budget import classifier_head, quantize_with_float_layers
     from converters.tflite_input import consumer_scores, input_plan
+    from converters.tflite_metadata import embed_metadata
     from converters.verification import make_reference
 
     source = read_model(digits_model if model == "digits" else zoo_model(model))
@@ -192,11 +224,13 @@ def test_the_classifier_head_in_float_keeps_integer_input_and_output(
     calibrated = tflite_converter.calibrated_model(source, plan, False, pixels)
     head = classifier_head(calibrated)
     assert producing_ops(calibrated, head) == head_ops  # from the output back to the logits layer
-    (tmp_path / "model.tflite").write_bytes(quantize_with_float_layers(calibrated, "uint8", head))
-    artifact = TFLiteModel(tmp_path / "model.tflite")
+    quantized = quantize_with_float_layers(calibrated, "uint8", head)
+    model_file = tmp_path / "model.tflite"
+    model_file.write_bytes(embed_metadata(quantized, source, "head in float", "test", mean=(0,) * 3, std=(1,) * 3))
+    artifact = TFLiteModel(model_file)
     assert np.dtype(artifact.input["dtype"]) == np.uint8 and artifact.input["quantization"] == (1.0, 0)
     assert np.dtype(artifact.output["dtype"]) == np.uint8
-    assert float_op_count(tmp_path / "model.tflite") == len(head)  # the head, and nothing else, in float
+    assert float_op_count(model_file) == len(head)  # the head, and nothing else, in float
     reference = make_reference(source)
     scores = consumer_scores(artifact, reference.images.pixels, plan.feed_mean, plan.feed_std)
     assert (scores.argmax(1) == reference.scores.argmax(1)).mean() >= 0.97
@@ -207,3 +241,6 @@ def test_the_classifier_head_in_float_keeps_integer_input_and_output(
         low, high = (0 - zero_point) * scale, (255 - zero_point) * scale
         inside = (reference.scores >= low - scale) & (reference.scores <= high + scale)
         assert inside.mean() >= 0.99, (low, high, reference.scores.min(), reference.scores.max())
+    # MediaPipe loads it alone, labels from its metadata, and ranks the digits as the check does.
+    source_dir = digits_model if model == "digits" else zoo_model(model)
+    assert mediapipe_top1(model_file, source_dir) == verified_top1(model_file, source_dir)
