@@ -4,12 +4,13 @@ The batch is fixed to 1 (a mobile classifier takes one image; the Edge TPU compi
 want static shapes): the serving signature is traced at batch 1 and saved once per
 ``shared_loads()`` scope as a SavedModel every mode converts from. ``uint8`` and ``int8`` are
 full-integer quantization, sharing one calibration within a scope, with integer input and output
-(``uint8`` as AutoML's QUANTIZED_UINT8 exports); they take raw 0..255 pixels whatever the model's normalization, which is folded into the graph before
-quantizing (converters/tflite_input.py). Their representative dataset is the model's calibration
-images plus one of them with a black and a white pixel, so the input's quantization covers the whole
-pixel range (scale 1, zero point 0 for uint8; zero point -128 for int8, as MediaPipe feeds it). When
-plain quantization misses its budget, remedies run before the export fails
-(converters/quantization_budget.py). ``float16`` and ``dynamic_range`` need no calibration.
+(``uint8`` as AutoML's QUANTIZED_UINT8 exports); they take raw 0..255 pixels whatever the model's
+normalization, which is folded into the graph before quantizing (converters/tflite_input.py).
+Their representative dataset is the model's calibration images plus one of them with a black and a
+white pixel, so the input's quantization covers the whole pixel range (scale 1, zero point 0 for
+uint8; zero point -128 for int8, as MediaPipe feeds it). When plain quantization misses its budget,
+remedies run before the export fails (converters/quantization_budget.py). ``float16`` and
+``dynamic_range`` need no calibration.
 
 A model whose output is logits gets a softmax at the end of the graph unless ``output_scores`` is
 ``logits`` (converters/output_scores.py); the metadata says which the output is.
@@ -301,7 +302,10 @@ def _float_layer_remedy(source, quantization, plan, add_softmax, pixels, attempt
     images = len(pixels) - 1  # less the range anchor
     head = tuple(budget.classifier_head(calibrated))
     if head:
-        flatbuffer = budget.quantize_with_float_layers(calibrated, io_type, list(head))
+        try:
+            flatbuffer = budget.quantize_with_float_layers(calibrated, io_type, list(head))
+        except ExportError:
+            return False  # the head reaches the input: in float it would leave the input float
         if attempt(budget.Candidate("float_head", flatbuffer, images, head)):
             return True
     ranked = [layer["tensor"] for layer in layers if layer["tensor"] not in head]
