@@ -1,5 +1,5 @@
 # The two commands of the README, and a quick test loop.
-.PHONY: setup export lint test test-fast zoo zoo-test
+.PHONY: setup export lint test test-fast zoo zoo-test op-policy
 
 setup:
 	bash scripts/setup.sh
@@ -31,3 +31,7 @@ zoo: setup
 # others, tests/test_zoo_families.py): over an hour on two cores.
 zoo-test: setup
 	.venv/bin/python -m pytest --zoo tests/test_zoo_matrix.py tests/test_zoo_families.py tests/test_edgetpu.py tests/test_normalization.py tests/test_quantization_budget.py
+
+# The op policy table, decided from the installed TensorFlow's op registry (after an upgrade).
+op-policy: setup
+	.venv/bin/python -m exporter.core.op_policy_build

@@ -128,6 +128,7 @@ def export_model(
 
     with clock.stage("load"):
         source = read_model(model, images=images, input_size=input_size)
+        source.require_images()
         check_exportable(source, request)
         destination = open_destination(request, **(destination_options or {}))
         if sandbox is None:
@@ -224,5 +225,6 @@ def verify_export(
     except (ValueError, KeyError) as error:
         raise ExportError(Code.INVALID_ARGUMENT, f"{report_path} is not readable: {error}") from None
     source = read_model(model, images=images, input_size=input_size)
+    source.require_images()
     checks = converter.verify(source, folder, params, make_reference(source))
     return {name: check.as_dict() for name, check in checks.items()}

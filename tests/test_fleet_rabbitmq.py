@@ -31,6 +31,9 @@ from fleet_harness import (
 
 pytestmark = pytest.mark.slow
 
+# Longer than any reconnect on a loaded machine: only a worker that hangs reaches it.
+RECONNECT_HANG = 600
+
 
 @pytest.fixture(scope="module")
 def vhost():
@@ -135,10 +138,20 @@ def test_a_job_longer_than_the_consumer_timeout_ends_once_and_its_worker_goes_on
     assert (row.state, row.attempts, row.fence) == ("succeeded", 1, 1)
     folders, staging = exports_and_staging(fleet.outputs / "slow")
     assert len(folders) == 1 and staging == []
+
     # The closed channel is a reconnect, not "Unrecoverable error": the worker stays and serves.
-    wait_for(lambda: holder.log_path.read_text().count("Connected to amqp://") >= 2, 60, "the worker to reconnect")
-    assert holder.process.poll() is None
+    # How soon the reconnect comes depends on how busy the machine is, so the wait ends on what the
+    # worker does (reconnects, exits or gives up), with a bound only against a hang.
+    def settled() -> bool:
+        log = holder.log_path.read_text()
+        return (
+            log.count("Connected to amqp://") >= 2 or "Unrecoverable error" in log or holder.process.poll() is not None
+        )
+
+    wait_for(settled, RECONNECT_HANG, "the worker to reconnect, exit or give up")
     assert "Unrecoverable error" not in holder.log_path.read_text()
+    assert holder.process.poll() is None
+    assert holder.log_path.read_text().count("Connected to amqp://") >= 2
     again = fleet.export("after")
     assert "response" in fleet.server.wait(again, timeout=180)
     assert len(exports_and_staging(fleet.outputs / "after")[0]) == 1

@@ -42,7 +42,8 @@ class ModelSource:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     calibration_dir: Path
-    heldout_dir: Path
+    heldout_dir: Path  # the calibration folder when the model has no held-out images of their own
+    heldout_from: str = "heldout"  # "heldout", or "calibration" when those stand in for them
 
     @property
     def input_range(self) -> tuple[float, float]:
@@ -83,7 +84,30 @@ class ModelSource:
                 "std": list(self.std),
             },
             "output": {"name": self.output_key, "shape": [None, len(self.labels)]},
+            "verificationImages": self.verification_images(),
         }
+
+    def verification_images(self) -> dict:
+        """Which images the checks run on and how many are labelled (accuracy needs labels;
+        agreement with the source does not)."""
+        from exporter.core.images import list_images
+
+        paths = list_images(self.heldout_dir) if self.heldout_dir.is_dir() else []
+        labelled = sum(1 for p in paths if p.parent.name in self.labels)
+        return {"from": self.heldout_from, "images": len(paths), "labelled": labelled}
+
+    def require_images(self) -> None:
+        """Refuse, before anything loads, an export that would have no images to verify it with."""
+        from exporter.core.images import list_images
+
+        if not any(folder.is_dir() and list_images(folder) for folder in (self.heldout_dir, self.calibration_dir)):
+            raise ExportError(
+                Code.FAILED_PRECONDITION,
+                "no images to verify the export with: the model folder has none in its held-out or calibration "
+                "folder (images/heldout, images/calibration); pass --images DIR, a folder of images of the "
+                "model's classes (in <label>/ subfolders where the labels are known; unlabelled images are "
+                "checked by agreement with the source model)",
+            )
 
 
 def _bad(message: str) -> ExportError:
@@ -117,6 +141,9 @@ def read_model(
     height, width = _input_size(height, width, manifest.input, input_size)
     mean, std = manifest.input.normalization()
     calibration_dir, heldout_dir = _image_folders(root, manifest, images)
+    heldout_from = "heldout"
+    if heldout_dir != calibration_dir and not _has_images(heldout_dir) and _has_images(calibration_dir):
+        heldout_dir, heldout_from = calibration_dir, "calibration"
     return ModelSource(
         root=root,
         saved_model_dir=saved_model_dir,
@@ -131,7 +158,14 @@ def read_model(
         std=tuple(std),
         calibration_dir=calibration_dir,
         heldout_dir=heldout_dir,
+        heldout_from=heldout_from,
     )
+
+
+def _has_images(folder: Path) -> bool:
+    from exporter.core.images import list_images
+
+    return folder.is_dir() and bool(list_images(folder))
 
 
 def check_model_folder(folder: str | Path) -> None:

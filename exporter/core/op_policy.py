@@ -4,14 +4,17 @@ A SavedModel is a program: loading it and calling its functions runs whatever op
 graphs hold, and TensorFlow has operations that read and write files (``ReadFile``, ``WriteFile``,
 dataset readers, summary writers), call back into Python (``PyFunc``) or talk to other machines.
 An image classifier needs none of them, so ``saved_model.pb`` is read here as a protobuf (no
-TensorFlow runtime, nothing run) and every operation in it is checked against an allow-list,
-``data/allowed_ops.json``, made from real image classifiers (its ``about`` says which).
+TensorFlow runtime, nothing run) and every operation in it is looked up in ``data/op_policy.json``:
+a decision for every operation in TensorFlow's registry, made from the operation's definition by
+``op_policy_build.py`` (pure computation is allowed whatever model uses it). An operation the table
+does not list (a custom op) is refused by name. Random and augmentation operations are refused with
+the Keras layers they come from, since a classifier must answer the same image the same way.
 
 Every node is seen: each MetaGraph's graph and every function in its library, and every function a
 node names in an attribute. A name that is not in the library is itself an operation to the
 runtime (a call node may name a primitive operation as its function), so it is checked as one.
 
-The checkpoint operations (``SaveV2``, ``RestoreV2``, ``MergeV2Checkpoints``...) are in every
+The checkpoint operations (``SaveV2``, ``RestoreV2``, ``MergeV2Checkpoints``) are in every
 SavedModel with variables: its ``saver_def`` names a save and a restore function that the
 TensorFlow 1 and C++ loaders run, feeding the model's own ``variables/variables`` path into the
 saver's filename tensor (``tf.compat.v1.train.Saver.restore`` runs ``restore_op_name`` with
@@ -37,8 +40,9 @@ from typing import NamedTuple
 from exporter.core.errors import Code, ExportError
 from exporter.core.saved_model_proto import read_meta_graphs
 
-POLICY_FILE = Path(__file__).parent / "data" / "allowed_ops.json"
+POLICY_FILE = Path(__file__).parent / "data" / "op_policy.json"
 GRAPH = "graph"  # where an operation in a MetaGraph's own graph (not in a function) is
+SERVING_KEY = "serving_default"
 PLACES_SHOWN = 3  # places named per refused operation
 OPS_SHOWN = 12  # refused operations named in one error
 
@@ -48,35 +52,41 @@ OTHER_FORMS = ("saved_model.pbtxt", "saved_model.cpb")
 PATH_INPUTS = {"SaveV2": (0,), "RestoreV2": (0,), "MergeV2Checkpoints": (0, 1)}
 # A constant appended to the loader's filename: a relative suffix that climbs nowhere.
 SAFE_SUFFIX = re.compile(r"[A-Za-z0-9_.\-/]*")
+# A Keras layer's scope in a node name: its snake_case class name, numbered when repeated.
+SCOPE_NUMBER = re.compile(r"_\d+$")
+
+ALLOW, SAVER_ONLY, TRAINING_TIME, REFUSE = "allow", "saver_only", "training_time", "refuse"
 
 
 @dataclass(frozen=True)
 class OpPolicy:
-    """The operations allowed anywhere, those allowed only in the saver, and those never allowed."""
+    """Operation -> (decision, why), for every operation of the registry the table was built from."""
 
-    allowed: frozenset[str]
-    saver_only: frozenset[str]
-    never: frozenset[str]
-    never_patterns: tuple[re.Pattern, ...]
+    decisions: dict[str, tuple[str, str]]
+    tensorflow: str
+    training_layers: dict[str, str]  # snake_case scope -> Keras layer class
 
-    def is_never(self, op: str) -> bool:
-        return op in self.never or any(p.search(op) for p in self.never_patterns)
+    def decision(self, op: str) -> tuple[str, str]:
+        return self.decisions.get(
+            op,
+            (REFUSE, f"is not an operation of TensorFlow {self.tensorflow}'s registry (a custom operation?)"),
+        )
 
     def allows(self, op: str, in_saver: bool) -> bool:
-        if self.is_never(op):
-            return False
-        return op in self.allowed or (in_saver and op in self.saver_only)
+        decision = self.decision(op)[0]
+        return decision == ALLOW or (in_saver and decision == SAVER_ONLY)
 
 
 @functools.cache
 def load_policy(path: Path = POLICY_FILE) -> OpPolicy:
     data = json.loads(Path(path).read_text())
-    return OpPolicy(
-        allowed=frozenset(data["allowed"]),
-        saver_only=frozenset(data["saver_only"]),
-        never=frozenset(op for ops in data["never"].values() for op in ops),
-        never_patterns=tuple(re.compile(p) for p in data["never_patterns"]),
-    )
+    decisions = {
+        op: (decision, why)
+        for decision, groups in data["decisions"].items()
+        for why, ops in groups.items()
+        for op in ops
+    }
+    return OpPolicy(decisions, data["tensorflow"], data["training_layers"])
 
 
 class OpUse(NamedTuple):
@@ -126,6 +136,7 @@ class _Scopes:
     saver_nodes: set[str]  # graph nodes only the saver reaches
     saver_functions: set[str]  # library functions only the saver reaches
     callers: dict[str, list[tuple[str, str]]]  # function -> (where, node) of every node naming it
+    serving: set[str]  # "graph" and the library functions the serving signature's outputs reach
 
 
 def _analyse(meta_graph) -> tuple[list[OpUse], _Scopes]:
@@ -169,7 +180,10 @@ def _analyse(meta_graph) -> tuple[list[OpUse], _Scopes]:
 
     saver_reach_f = functions_from(saver_nodes)
     other_reach_f = functions_from(set(node_inputs) - saver_nodes, library - saver_reach_f)
-    scopes = _Scopes(saver_nodes, saver_reach_f - other_reach_f, callers)
+    signature = meta_graph.signature_def.get(SERVING_KEY)
+    outputs = {_node_name(t.name) for t in signature.outputs.values()} if signature else set()
+    serving = functions_from(_closure(outputs, node_inputs)) | ({GRAPH} if outputs else set())
+    scopes = _Scopes(saver_nodes, saver_reach_f - other_reach_f, callers, serving)
 
     uses = []
     for where, name, op, names in found:
@@ -208,38 +222,101 @@ def check_saved_model_ops(saved_model_dir: str | Path, policy: OpPolicy | None =
             f"the SavedModel folder holds {' and '.join(others)} besides saved_model.pb: only "
             "saved_model.pb is checked, so no other form of the SavedModel may be there for a loader to read",
         )
+    check_meta_graphs(read_meta_graphs(saved_model_dir), policy)
+
+
+def check_meta_graphs(meta_graphs: Iterable, policy: OpPolicy | None = None) -> None:
+    """The operation check of check_saved_model_ops on MetaGraphDefs already read."""
+    policy = policy or load_policy()
     refused: dict[str, list[OpUse]] = defaultdict(list)
+    training: list[OpUse] = []  # in graph order, so the layers are named in the model's order
+    in_serving = False
     bad_paths: list[str] = []
-    for meta_graph in read_meta_graphs(saved_model_dir):
+    for meta_graph in meta_graphs:
         uses, scopes = _analyse(meta_graph)
         decided: dict[tuple[str, bool], bool] = {}
         for use in uses:
             key = (use.op, use.in_saver)
             if key not in decided:
                 decided[key] = policy.allows(use.op, use.in_saver)
-            if not decided[key]:
+            if decided[key]:
+                continue
+            if policy.decision(use.op)[0] == TRAINING_TIME:
+                training.append(use)
+                in_serving = in_serving or use.where in scopes.serving
+            else:
                 refused[use.op].append(use)
         bad_paths += _checkpoint_path_problems(meta_graph, uses, scopes)
+    parts = []
+    if training:
+        parts.append(_training_time_message(training, in_serving, policy))
     if refused:
-        parts = []
-        for op in sorted(refused)[:OPS_SHOWN]:
-            places = refused[op]
-            shown = "; ".join(_place(u.where, u.node) for u in places[:PLACES_SHOWN])
-            more = f"; and {len(places) - PLACES_SHOWN} more" if len(places) > PLACES_SHOWN else ""
-            only = ", allowed only in the SavedModel's own variable saver" if op in policy.saver_only else ""
-            parts.append(f"{op} (in {shown}{more}{only})")
-        if len(refused) > OPS_SHOWN:
-            parts.append(f"and {len(refused) - OPS_SHOWN} more operations")
-        raise ExportError(
-            Code.FAILED_PRECONDITION,
-            "the SavedModel uses operations an image classifier export does not allow: " + ", ".join(parts),
+        parts.append(
+            "the SavedModel uses operations an image classifier export does not allow: "
+            + _refused_list(refused, policy)
         )
+    if parts:
+        raise ExportError(Code.FAILED_PRECONDITION, "; ".join(parts))
     if bad_paths:
         raise ExportError(
             Code.FAILED_PRECONDITION,
             "the SavedModel's variable saver reads or writes a path other than the one the loader gives it: "
             + ", ".join(bad_paths[:OPS_SHOWN]),
         )
+
+
+def _places(uses: list[OpUse]) -> str:
+    shown = "; ".join(_place(u.where, u.node) for u in uses[:PLACES_SHOWN])
+    more = f"; and {len(uses) - PLACES_SHOWN} more" if len(uses) > PLACES_SHOWN else ""
+    return f"in {shown}{more}"
+
+
+def _refused_list(refused: dict[str, list[OpUse]], policy: OpPolicy) -> str:
+    parts = []
+    for op in sorted(refused)[:OPS_SHOWN]:
+        decision, why = policy.decision(op)
+        if decision == SAVER_ONLY:
+            why = "is allowed only in the SavedModel's own variable saver"
+        parts.append(f"{op}, which {why} ({_places(refused[op])})")
+    if len(refused) > OPS_SHOWN:
+        parts.append(f"and {len(refused) - OPS_SHOWN} more operations")
+    return ", ".join(parts)
+
+
+def training_layers_of(uses: Iterable[OpUse], policy: OpPolicy) -> list[str]:
+    """The Keras layers (by class, in order of first appearance) whose scopes hold these nodes.
+
+    Keras names a layer's scope by its class in snake case (``random_flip_1/...``); Keras 2 saves a
+    layer's call as a function named after it (``__inference_random_flip_layer_call_fn_12``).
+    """
+    found: dict[str, None] = {}
+    for use in uses:
+        for part in use.node.split("/"):
+            layer = policy.training_layers.get(SCOPE_NUMBER.sub("", part))
+            if layer:
+                found.setdefault(layer)
+                break
+        else:
+            for scope, layer in policy.training_layers.items():
+                if f"_{scope}_" in use.where:
+                    found.setdefault(layer)
+                    break
+    return list(found)
+
+
+def _training_time_message(uses: list[OpUse], in_serving: bool, policy: OpPolicy) -> str:
+    layers = training_layers_of(uses, policy)
+    ops = ", ".join(sorted({u.op for u in uses})[:OPS_SHOWN])
+    where = f"active in {SERVING_KEY}" if in_serving else "in the SavedModel's functions"
+    if layers:
+        what = f"augmentation layers {', '.join(layers)} are {where} (operations {ops})"
+    else:
+        what = f"random or augmentation operations ({ops}) are {where} ({_places(uses)})"
+    return (
+        f"{what}: a classifier must give the same image the same answer, so export the inference model "
+        "without them (build the model for export from the layers after the augmentation, or augment in "
+        "the input pipeline instead) and export that"
+    )
 
 
 def _checkpoint_path_problems(meta_graph, uses: list[OpUse], scopes: _Scopes) -> list[str]:
