@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converters.signature import call_model
 from exporter.core.errors import Code, ExportError
 
 PROBABILITIES = "probabilities"
@@ -159,7 +160,7 @@ def scores_function(
     @tf.function(input_signature=[spec])
     def scores(image):
         model_input = image if preprocess is None else preprocess(image)
-        model_scores = serving.function(**{source.input_key: model_input})[source.output_key]
+        model_scores = call_model(serving, source, model_input)
         return {output_name or source.output_key: artifact_scores(model_scores, add_softmax)}
 
     return scores

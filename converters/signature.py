@@ -35,3 +35,17 @@ def load_serving_signature(saved_model_dir: str | Path) -> ServingSignature:
         return ServingSignature(loaded, loaded.signatures[SERVING_KEY])
 
     return shared(("serving signature", str(Path(saved_model_dir).resolve())), load)
+
+
+def call_model(serving: ServingSignature, source, model_input):
+    """The source's class scores for a float32 model input [N, H, W, 3], inside a tf.function or eagerly.
+
+    A signature that takes uint8 pixels gets the values rounded into 0..255 (every caller feeds it
+    whole pixel values, so nothing is lost), and of several outputs only the scores are taken: the
+    functions built on this convert as one float input and one output whatever the signature is.
+    """
+    import tensorflow as tf
+
+    if source.input_dtype != "float32":
+        model_input = tf.cast(tf.clip_by_value(tf.round(model_input), 0.0, 255.0), source.input_dtype)
+    return serving.function(**{source.input_key: model_input})[source.output_key]

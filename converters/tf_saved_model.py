@@ -21,7 +21,7 @@ import numpy as np
 
 from converters.base import Converter, register
 from converters.output_scores import PROBABILITIES, artifact_kind, artifact_scores, describe, plan_for
-from converters.signature import load_serving_signature
+from converters.signature import call_model, load_serving_signature
 from converters.verification import Reference, Tolerance, compare
 from exporter.core.model_source import SERVING_KEY
 
@@ -38,7 +38,7 @@ def build_serving_model(source, folder: Path, *, add_softmax: bool = False, scor
     import tensorflow as tf
 
     serving = load_serving_signature(source.saved_model_dir)
-    loaded, classify = serving.loaded, serving.function
+    loaded = serving.loaded
     height, width = source.height, source.width
     mean = tf.constant(source.mean, tf.float32)
     std = tf.constant(source.std, tf.float32)
@@ -65,9 +65,7 @@ def build_serving_model(source, folder: Path, *, add_softmax: bool = False, scor
             images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
             # Pillow rounds resized pixels to uint8; so does the graph, for the same inputs.
             images = tf.clip_by_value(tf.round(images), 0.0, 255.0)
-            scores = artifact_scores(
-                classify(**{source.input_key: (images - mean) / std})[source.output_key], add_softmax
-            )
+            scores = artifact_scores(call_model(serving, source, (images - mean) / std), add_softmax)
             rows = tf.shape(scores)[0]
             return {
                 "scores": scores,

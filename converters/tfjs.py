@@ -97,7 +97,7 @@ class TFJSConverter(Converter):
         automl = params["input_contract"] == "automl"
         with tempfile.TemporaryDirectory(prefix="tfjs-source-") as scratch:
             saved_model = source.saved_model_dir
-            if automl or scores.softmax_added:
+            if automl or scores.softmax_added or not source.plain_signature:
                 saved_model = Path(scratch) / "wrapped"
                 wrapper(source, saved_model, automl=automl, add_softmax=scores.softmax_added)
             convert_graph(

@@ -96,18 +96,16 @@ class CheckReport:
         return self.values
 
 
-def source_scores(saved_model_dir, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The SavedModel's serving_default scores on `inputs`, in TensorFlow."""
+def source_scores(source, inputs: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The source SavedModel's class scores on `inputs` (its model inputs), in TensorFlow."""
     import tensorflow as tf
 
-    from converters.signature import load_serving_signature
+    from converters.signature import call_model, load_serving_signature
 
-    serve = load_serving_signature(saved_model_dir)
-    input_key = next(iter(serve.function.structured_input_signature[1]))
+    serving = load_serving_signature(source.saved_model_dir)
     outputs = []
     for start in range(0, len(inputs), batch):
-        result = serve(**{input_key: tf.constant(inputs[start : start + batch])})
-        outputs.append(next(iter(result.values())).numpy())
+        outputs.append(call_model(serving, source, tf.constant(inputs[start : start + batch])).numpy())
     return np.concatenate(outputs).astype(np.float32)
 
 
@@ -119,12 +117,19 @@ def make_reference(source, limit: int = HELDOUT_LIMIT) -> Reference:
             source.heldout_dir, source.labels, source.height, source.width, limit=limit, purpose="held-out"
         )
         inputs = normalize(images.pixels, source.mean, source.std)
-        scores = source_scores(source.saved_model_dir, inputs)
+        scores = source_scores(source, inputs)
         for shared_array in (images.pixels, inputs, scores):
             shared_array.flags.writeable = False  # one reference serves every export in a scope
         return Reference(images, inputs, scores, output_kind(scores))
 
-    contract = (source.height, source.width, tuple(np.ravel(source.mean)), tuple(np.ravel(source.std)))
+    contract = (
+        source.height,
+        source.width,
+        tuple(np.ravel(source.mean)),
+        tuple(np.ravel(source.std)),
+        source.input_dtype,
+        source.output_key,
+    )
     where = (str(Path(source.saved_model_dir).resolve()), str(Path(source.heldout_dir).resolve()))
     return shared(("reference", *where, *contract, tuple(source.labels), limit), build)
 

@@ -86,12 +86,19 @@ def output_config(model_format: str, output: str, params: dict[str, str]) -> dic
 
 @app.command()
 def export(
-    model: Annotated[Path, typer.Option(help="model folder (SavedModel, dict.txt, manifest.json)")],
+    model: Annotated[
+        Path,
+        typer.Option(help="model folder (SavedModel, dict.txt, manifest.json), SavedModel folder, or .keras/.h5 file"),
+    ],
     output: Annotated[str, typer.Option(help="folder, file:///dir or gs://bucket/dir; image URI for docker")],
     model_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = DEFAULT_FORMAT,
     param: Annotated[list[str] | None, typer.Option(help="format param KEY=VALUE (see 'exporter formats')")] = None,
     images: Annotated[
         Path | None, typer.Option(help="calibration and held-out images, when the model folder has none")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="labels file, one a line in the output's order (default: dict.txt in the model folder)"),
     ] = None,
     input_size: Annotated[str | None, typer.Option(help="HxW, when the signature leaves it unknown")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")] = False,
@@ -130,6 +137,7 @@ def export(
                 model,
                 config,
                 images=images,
+                labels=labels,
                 input_size=size,
                 progress=on_stage,
                 destination_options=options,
@@ -146,8 +154,9 @@ def export(
 @app.command()
 def verify(
     export_dir: Annotated[Path, typer.Argument(help="an export folder (model-export-...)")],
-    model: Annotated[Path, typer.Option(help="the source model folder")],
+    model: Annotated[Path, typer.Option(help="the source model folder or .keras/.h5 file")],
     images: Annotated[Path | None, typer.Option(help="held-out images, when the model folder has none")] = None,
+    labels: Annotated[Path | None, typer.Option(help="labels file, when the model folder has no dict.txt")] = None,
     input_size: Annotated[str | None, typer.Option(help="HxW, when the signature leaves it unknown")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the checks as JSON")] = False,
 ) -> None:
@@ -157,7 +166,7 @@ def verify(
 
     size = _input_size(input_size)
     with native_logs_captured():
-        checks = verify_export(export_dir, model, images=images, input_size=size)
+        checks = verify_export(export_dir, model, images=images, labels=labels, input_size=size)
     if as_json:
         print(json.dumps(checks, indent=2))
     else:

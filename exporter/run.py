@@ -26,6 +26,8 @@ from converters.verification import make_reference
 from exporter.cache import ExportCache, steps_through_cache
 from exporter.core.clock import export_folder_name, rfc3339_millis, utc_now
 from exporter.core.errors import Code, ExportError, os_error
+from exporter.core.image_bytes_model import classifier_folder, takes_image_bytes
+from exporter.core.keras_files import is_keras_file, saved_model_folder
 from exporter.core.model_source import ModelSource, read_model
 from exporter.core.model_types import CLOUD_MODEL_TYPE
 from exporter.core.report import REPORT_FILE, build_report, write_report
@@ -93,12 +95,35 @@ def check_exportable(source: ModelSource, request: ExportRequest) -> None:
         )
 
 
+@contextmanager
+def model_folder(model: str | Path) -> Iterator[Path]:
+    """The model folder to read: `model` itself, or a private folder with the SavedModel the engine
+    made from a Keras file (``.keras``, ``.h5``) or from a serving model that takes encoded images
+    (``image_bytes``: AutoML's and this engine's tf_saved_model exports), for as long as the block runs."""
+    if is_keras_file(model) and not Path(model).is_dir():
+        with saved_model_folder(model) as folder:
+            yield folder
+    elif takes_image_bytes(model):
+        with classifier_folder(model) as folder:
+            yield folder
+    else:
+        yield Path(model)
+
+
+def export_model(model: str | Path, output_config: dict[str, Any], **options) -> ExportResult:
+    """Export `model` (a model folder, a bare SavedModel folder, or a Keras ``.keras``/``.h5`` file)
+    as `output_config` asks; the options are _export_folder's."""
+    with model_folder(model) as folder:
+        return _export_folder(folder, output_config, **options)
+
+
 @sharing_loads  # the source is loaded and run on its held-out images once per export
-def export_model(
+def _export_folder(
     model: str | Path,
     output_config: dict[str, Any],
     *,
     images: str | Path | None = None,
+    labels: str | Path | None = None,
     input_size: tuple[int, int] | None = None,
     progress: Progress | None = None,
     started: datetime | None = None,
@@ -111,8 +136,8 @@ def export_model(
 
     `output_config` is the same JSON the REST API takes, e.g.
     ``{"modelFormat": "tflite", "gcsDestination": {"outputUriPrefix": "/tmp/out"},
-    "params": {"quantization": "uint8"}}``. `images` and `input_size` fill in what the model
-    folder lacks (see ``read_model``). `destination_options` are the destination's own options
+    "params": {"quantization": "uint8"}}``. `images`, `labels` and `input_size` fill in what the
+    model folder lacks (see ``read_model``). `destination_options` are the destination's own options
     (a docker export's ``keep_context``: a new folder that receives the image's build context for
     a rebuild by hand). With a `sandbox` the convert and verify steps run in its confined child
     process (TensorFlow is imported there, not here); without one they run in this process.
@@ -127,7 +152,7 @@ def export_model(
     clock = StageClock(progress, request.model_format)
 
     with clock.stage("load"):
-        source = read_model(model, images=images, input_size=input_size)
+        source = read_model(model, images=images, input_size=input_size, labels=labels)
         source.require_images()
         check_exportable(source, request)
         destination = open_destination(request, **(destination_options or {}))
@@ -200,12 +225,20 @@ def _failed(
     return ExportFailed(error, message, report, path)
 
 
+def verify_export(export_dir: str | Path, model: str | Path, **options) -> dict:
+    """Run an existing export's verification again against its source (a model folder or a Keras
+    file); the options are _verify_folder's."""
+    with model_folder(model) as folder:
+        return _verify_folder(export_dir, folder, **options)
+
+
 @sharing_loads
-def verify_export(
+def _verify_folder(
     export_dir: str | Path,
     model: str | Path,
     *,
     images: str | Path | None = None,
+    labels: str | Path | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> dict:
     """Run an existing export's verification again against its source model folder.
@@ -224,7 +257,7 @@ def verify_export(
         converter = REGISTRY[model_format]
     except (ValueError, KeyError) as error:
         raise ExportError(Code.INVALID_ARGUMENT, f"{report_path} is not readable: {error}") from None
-    source = read_model(model, images=images, input_size=input_size)
+    source = read_model(model, images=images, input_size=input_size, labels=labels)
     source.require_images()
     checks = converter.verify(source, folder, params, make_reference(source))
     return {name: check.as_dict() for name, check in checks.items()}

@@ -30,7 +30,7 @@ def test_automl_loader_classifies_like_the_source(tfjs_exports, name, request):
     at_input = load_image_set(
         source.heldout_dir, source.labels, source.height, source.width, limit=120, purpose="held-out"
     )
-    expected = source_scores(source.saved_model_dir, normalize(at_input.pixels, source.mean, source.std))
+    expected = source_scores(source, normalize(at_input.pixels, source.mean, source.std))
     top, backend = automl_classify(folder, at_224.pixels.astype(np.float32))
     assert backend == "wasm"
     ranked = np.sort(expected, axis=1)

@@ -134,7 +134,7 @@ def test_tflite_keeps_the_logits_when_asked(logits_model, tmp_path):
     }
     source, images = heldout(logits_model)
     inputs = normalize(images.pixels, source.mean, source.std)
-    expected = source_scores(source.saved_model_dir, inputs)
+    expected = source_scores(source, inputs)
     assert np.abs(TFLiteModel(folder / "model.tflite").predict(inputs) - expected).max() < 1e-3
     assert expected.min() < -3 and expected.max() > 5  # really logits
     # The file alone says so: predict prints it, with the logits as the scores.
@@ -209,7 +209,7 @@ def logits_heldout(logits_model):
     """(source, held-out images, their model inputs, the source's logits on them)."""
     source, images = heldout(logits_model)
     inputs = normalize(images.pixels, source.mean, source.std)
-    return source, images, inputs, source_scores(source.saved_model_dir, inputs)
+    return source, images, inputs, source_scores(source, inputs)
 
 
 def expected_record(requested: str, labels: int) -> dict:
@@ -357,7 +357,7 @@ def test_zoo_tf_module_logits_in_tfjs_and_coreml(zoo_model, tmp_path):
         source.heldout_dir, source.labels, source.height, source.width, limit=60, purpose="held-out"
     )
     inputs = normalize(images.pixels, source.mean, source.std)
-    logits = source_scores(source.saved_model_dir, inputs)
+    logits = source_scores(source, inputs)
     assert make_reference(source).kind == "logits"
     for requested in ("probabilities", "logits"):
         folder, report = export(model, tmp_path / f"tfjs-{requested}", "tf_js", output_scores=requested)

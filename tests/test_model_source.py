@@ -9,16 +9,20 @@ from exporter.core.errors import Code, ExportError
 from exporter.core.model_source import read_model
 
 
-def tiny_saved_model(folder, input_shape, outputs=("probabilities",), width=6, key="serving_default"):
-    """A real SavedModel whose serving signature has the given input shape and output names."""
+def tiny_saved_model(
+    folder, input_shape, outputs=("probabilities",), width=6, key="serving_default", dtype="float32", widths=None
+):
+    """A real SavedModel whose serving signature has the given input shape, type and output names
+    (each `width` wide, or as `widths` says)."""
     import tensorflow as tf
 
+    widths = widths or {}
+
     class Tiny(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32, name="image")])
+        @tf.function(input_signature=[tf.TensorSpec(input_shape, dtype, name="image")])
         def serve(self, image):
-            mean = tf.reduce_mean(image, axis=list(range(1, len(input_shape))))[:, None]
-            scores = tf.nn.softmax(tf.tile(mean, [1, width]))
-            return {name: scores for name in outputs}
+            mean = tf.reduce_mean(tf.cast(image, tf.float32), axis=list(range(1, len(input_shape))))[:, None]
+            return {name: tf.nn.softmax(tf.tile(mean, [1, widths.get(name, width)])) for name in outputs}
 
     module = Tiny()
     tf.saved_model.save(module, str(folder), signatures={key: module.serve})
@@ -106,13 +110,48 @@ def test_input_must_be_a_4d_rgb_image(tmp_path):
     tiny_saved_model(tmp_path / "saved_model", [None, 8, 8])
     (tmp_path / "dict.txt").write_text("\n".join("abcdef"))
     message = bad(tmp_path).message
-    assert "4-D float32 NHWC RGB" in message and "[?, 8, 8]" in message
+    assert "4-D float32 or uint8 NHWC RGB" in message and "[?, 8, 8]" in message
 
 
-def test_one_output_only(tmp_path):
-    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8, 3], outputs=("a", "b"))
+def test_an_input_of_another_type_is_refused_naming_the_allowed_ones(tmp_path):
+    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8, 3], dtype="int32")
     (tmp_path / "dict.txt").write_text("\n".join("abcdef"))
-    assert "one output of class probabilities; found 2: a, b" in bad(tmp_path).message
+    message = bad(tmp_path).message
+    assert "4-D float32 or uint8 NHWC RGB" in message and "found 'image': int32 [?, 8, 8, 3]" in message
+
+
+def test_a_uint8_input_takes_raw_pixels(tmp_path):
+    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8, 3], dtype="uint8")
+    (tmp_path / "dict.txt").write_text("\n".join("abcdef"))
+    source = read_model(tmp_path)
+    assert source.input_dtype == "uint8" and not source.plain_signature
+    assert (source.mean, source.std) == ((0.0,) * 3, (1.0,) * 3)
+    (tmp_path / "manifest.json").write_text(json.dumps({"input": {"range": "-1..1"}}))
+    assert "is uint8, which takes raw 0..255 pixels" in bad(tmp_path).message
+
+
+def test_the_scores_output_is_found_among_several(tmp_path):
+    """By width where only one output is as wide as the labels, else by name, else manifest.json."""
+    (tmp_path / "dict.txt").write_text("\n".join("abcdef"))
+    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8, 3], outputs=("a", "b"), widths={"a": 1})
+    source = read_model(tmp_path)
+    assert (source.output_key, source.output_count) == ("b", 2)
+    assert source.output_chosen_by == "the only output as wide as the 6 labels"
+
+    shutil.rmtree(tmp_path / "saved_model")
+    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8, 3], outputs=("logits", "probabilities", "x"))
+    source = read_model(tmp_path)
+    assert source.output_key == "probabilities" and source.output_chosen_by.startswith("its name")
+
+    shutil.rmtree(tmp_path / "saved_model")
+    tiny_saved_model(tmp_path / "saved_model", [None, 8, 8, 3], outputs=("a", "b"))
+    message = bad(tmp_path).message
+    assert "several outputs of [batch, 6]" in message and "a, b" in message and "manifest.json output" in message
+    (tmp_path / "manifest.json").write_text(json.dumps({"output": "b"}))
+    source = read_model(tmp_path)
+    assert (source.output_key, source.output_chosen_by) == ("b", "manifest.json output")
+    (tmp_path / "manifest.json").write_text(json.dumps({"output": "c"}))
+    assert "manifest.json output 'c' is not an output of the serving signature" in bad(tmp_path).message
 
 
 def test_unknown_input_size_needs_to_be_given(tmp_path):

@@ -22,8 +22,8 @@ from test_zoo_matrix import CI_SUBSET, QUICK_CELLS, last_run, matrix
 # Zoo family -> the cells its CI variant exports. The formats whose failures were family-specific:
 # float tflite for the ops (EfficientNet's squeeze-and-excite and fused MBConv, NASNet's cells,
 # MobileNetV3's hard-swish), uint8 where the quantization is what matters (ResNet50's per-channel
-# normalization folded into the graph), and ResNet50's Core ML refusal of a per-channel std, a
-# failure the full run records. Briefly trained, EfficientNet's uint8 misses the budget at 32x32
+# normalization folded into the graph), and ResNet50's Core ML export, whose per-channel std is
+# folded into the model. Briefly trained, EfficientNet's uint8 misses the budget at 32x32
 # where the 96x96 models pass (EfficientNetV2B0) or miss it by less (B0), so uint8 is not their CI
 # cell; the quick zoo models and the digits sample model cover uint8 in the suite.
 FAMILY_CELLS = {

@@ -64,7 +64,9 @@ class Manifest(BaseModel):
     model_type: Literal[MODEL_TYPES] = "mobile-versatile-1"  # type: ignore[valid-type]
     saved_model: str = "saved_model"
     labels: str = "dict.txt"
+    output: str | None = None  # the signature's output of class scores, where it has several
     input: InputSpec = Field(default_factory=InputSpec)
     calibration_images: str = "images/calibration"
     heldout_images: str = "images/heldout"
     training: dict[str, Any] | None = None  # free-form notes of how the model was trained
+    converted_from: str | None = None  # the Keras file the engine made this folder's SavedModel from

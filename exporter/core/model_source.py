@@ -36,7 +36,7 @@ class ModelSource:
     model_type: str
     labels: tuple[str, ...]
     input_key: str  # the serving signature's input name
-    output_key: str  # the serving signature's output name
+    output_key: str  # the serving signature's output of class scores
     height: int
     width: int
     mean: tuple[float, float, float]
@@ -44,6 +44,16 @@ class ModelSource:
     calibration_dir: Path
     heldout_dir: Path  # the calibration folder when the model has no held-out images of their own
     heldout_from: str = "heldout"  # "heldout", or "calibration" when those stand in for them
+    input_dtype: str = "float32"  # or "uint8": the signature takes raw pixels
+    output_count: int = 1  # the signature's outputs; output_key is the one of class scores
+    output_chosen_by: str = "the only output"  # how output_key was found among several
+    converted_from: str | None = None  # the Keras file the SavedModel was made from, if any
+
+    @property
+    def plain_signature(self) -> bool:
+        """One float32 input and one output: the signature can be converted as it is; otherwise
+        converters call it through converters.signature.call_model."""
+        return self.input_dtype == "float32" and self.output_count == 1
 
     @property
     def input_range(self) -> tuple[float, float]:
@@ -79,12 +89,19 @@ class ModelSource:
             "input": {
                 "signatureKey": SERVING_KEY,
                 "name": self.input_key,
+                "dtype": self.input_dtype,
                 "shape": [None, self.height, self.width, 3],
                 "mean": list(self.mean),
                 "std": list(self.std),
             },
-            "output": {"name": self.output_key, "shape": [None, len(self.labels)]},
+            "output": {
+                "name": self.output_key,
+                "shape": [None, len(self.labels)],
+                "outputs": self.output_count,
+                "chosenBy": self.output_chosen_by,
+            },
             "verificationImages": self.verification_images(),
+            **({"convertedFrom": self.converted_from} if self.converted_from else {}),
         }
 
     def verification_images(self) -> dict:
@@ -119,9 +136,11 @@ def read_model(
     *,
     images: str | Path | None = None,
     input_size: tuple[int, int] | None = None,
+    labels: str | Path | None = None,
 ) -> ModelSource:
     """Read and check a model folder.
 
+    `labels` (a file, one label a line, anywhere) replaces the model folder's labels file.
     `images` replaces the manifest's image folders: a folder with ``calibration/`` and
     ``heldout/`` inside, or one folder of ``<label>/`` subfolders used for both (the caller's own
     folder: unlike the model folder's paths, it may be anywhere). `input_size`
@@ -136,10 +155,17 @@ def read_model(
             f"display name {display_name!r} (from {where}) does not follow AutoML's rule: "
             f"{DISPLAY_NAME_RULE}; set display_name in manifest.json"
         )
-    labels = _read_labels(root / manifest.labels)
-    input_key, output_key, height, width = _read_signature(saved_model_dir, len(labels))
-    height, width = _input_size(height, width, manifest.input, input_size)
+    labels = _read_labels(
+        Path(labels).resolve() if labels is not None else root / manifest.labels, given=labels is not None
+    )
+    signature = _read_signature(saved_model_dir, labels, manifest.output)
+    height, width = _input_size(signature.height, signature.width, manifest.input, input_size)
     mean, std = manifest.input.normalization()
+    if signature.input_dtype == "uint8" and (list(mean), list(std)) != ([0.0] * 3, [1.0] * 3):
+        raise _bad(
+            f"the serving input {signature.input_key!r} is uint8, which takes raw 0..255 pixels: manifest.json "
+            "input must say range 0..255 (the default) or nothing"
+        )
     calibration_dir, heldout_dir = _image_folders(root, manifest, images)
     heldout_from = "heldout"
     if heldout_dir != calibration_dir and not _has_images(heldout_dir) and _has_images(calibration_dir):
@@ -150,8 +176,8 @@ def read_model(
         display_name=display_name,
         model_type=manifest.model_type,
         labels=labels,
-        input_key=input_key,
-        output_key=output_key,
+        input_key=signature.input_key,
+        output_key=signature.output_key,
         height=height,
         width=width,
         mean=tuple(mean),
@@ -159,6 +185,10 @@ def read_model(
         calibration_dir=calibration_dir,
         heldout_dir=heldout_dir,
         heldout_from=heldout_from,
+        input_dtype=signature.input_dtype,
+        output_count=signature.output_count,
+        output_chosen_by=signature.chosen_by,
+        converted_from=manifest.converted_from,
     )
 
 
@@ -267,9 +297,11 @@ def _find_saved_model(root: Path, manifest: Manifest) -> Path:
     )
 
 
-def _read_labels(path: Path) -> tuple[str, ...]:
+def _read_labels(path: Path, given: bool = False) -> tuple[str, ...]:
+    if given and not path.is_file():
+        raise ExportError(Code.NOT_FOUND, f"labels file {path.name!r} does not exist")
     if not path.is_file():
-        raise _bad(f"no labels: expected {path.name} (one label a line) in the model folder")
+        raise _bad(f"no labels: expected {path.name} (one label a line) in the model folder, or pass --labels FILE")
     try:
         labels = tuple(parse_labels(path.read_text(encoding="utf-8")))
     except UnicodeDecodeError as error:
@@ -283,8 +315,26 @@ def _read_labels(path: Path) -> tuple[str, ...]:
     return labels
 
 
-def _read_signature(saved_model_dir: Path, label_count: int) -> tuple[str, str, int | None, int | None]:
-    """The serving signature's input and output names and the input's height and width."""
+# The input types a serving signature may take: float32 values, or uint8 pixels (the usual form
+# of TF Hub and Keras models with a Cast or Rescaling in the graph).
+INPUT_DTYPES = ("float32", "uint8")
+# Output names taken for the class scores when several outputs are as wide as the labels, in order.
+SCORE_OUTPUT_NAMES = ("probabilities", "probs", "scores", "predictions", "logits")
+
+
+@dataclass(frozen=True)
+class _Signature:
+    input_key: str
+    input_dtype: str
+    height: int | None
+    width: int | None
+    output_key: str
+    output_count: int
+    chosen_by: str
+
+
+def _read_signature(saved_model_dir: Path, labels: tuple[str, ...], wanted_output: str | None) -> _Signature:
+    """The serving signature's image input and its output of class scores."""
     from exporter.core.saved_model_proto import read_signatures
 
     signatures = read_signatures(saved_model_dir)
@@ -295,24 +345,63 @@ def _read_signature(saved_model_dir: Path, label_count: int) -> tuple[str, str, 
     if len(inputs) != 1:
         raise _bad(f"the serving signature must have one image input; found {len(inputs)}: {', '.join(sorted(inputs))}")
     ((input_key, (input_dtype, input_shape)),) = inputs.items()
-    if input_dtype != "float32" or input_shape is None or len(input_shape) != 4 or input_shape[3] != 3:
+    if input_dtype not in INPUT_DTYPES or input_shape is None or len(input_shape) != 4 or input_shape[3] != 3:
         raise _bad(
-            "the serving input must be a 4-D float32 NHWC RGB image [batch, height, width, 3]; "
+            "the serving input must be a 4-D float32 or uint8 NHWC RGB image [batch, height, width, 3]; "
             f"found {input_key!r}: {input_dtype} {_shape_text(input_shape)}"
         )
-    if len(outputs) != 1:
-        raise _bad(
-            f"the serving signature must have one output of class probabilities; found "
-            f"{len(outputs)}: {', '.join(sorted(outputs))}"
-        )
-    ((output_key, (output_dtype, output_shape)),) = outputs.items()
-    if output_shape is None or len(output_shape) != 2 or output_shape[1] != label_count:
-        raise _bad(
-            f"the serving output must be [batch, {label_count}] (one score per label in "
-            f"dict.txt); found {output_key!r}: {output_dtype} {_shape_text(output_shape)}"
-        )
+    output_key, chosen_by = _scores_output(outputs, len(labels), wanted_output)
     height, width = input_shape[1], input_shape[2]
-    return input_key, output_key, (height if height > 0 else None), (width if width > 0 else None)
+    return _Signature(
+        input_key,
+        input_dtype,
+        height if height > 0 else None,
+        width if width > 0 else None,
+        output_key,
+        len(outputs),
+        chosen_by,
+    )
+
+
+def _scores_output(outputs: dict, label_count: int, wanted: str | None) -> tuple[str, str]:
+    """(the output of class scores, how it was chosen): the one manifest.json names, the only
+    output, the only one as wide as the labels, or the first of SCORE_OUTPUT_NAMES among those."""
+
+    def fits(name: str) -> bool:
+        dtype, shape = outputs[name]
+        return (
+            dtype in ("float32", "float16", "half")
+            and shape is not None
+            and len(shape) == 2
+            and shape[1] == label_count
+        )
+
+    def shapes(names) -> str:
+        return ", ".join(f"{n!r}: {outputs[n][0]} {_shape_text(outputs[n][1])}" for n in sorted(names))
+
+    expected = f"[batch, {label_count}] (one score per label in dict.txt)"
+    if wanted is not None:
+        if wanted not in outputs:
+            raise _bad(
+                f"manifest.json output {wanted!r} is not an output of the serving signature; found {shapes(outputs)}"
+            )
+        if not fits(wanted):
+            raise _bad(f"manifest.json output {wanted!r} must be float {expected}; found {shapes([wanted])}")
+        return wanted, "manifest.json output"
+    candidates = [name for name in outputs if fits(name)]
+    if len(outputs) == 1 and candidates:
+        return candidates[0], "the only output"
+    if len(candidates) == 1:
+        return candidates[0], f"the only output as wide as the {label_count} labels"
+    named = [n for n in SCORE_OUTPUT_NAMES if n in candidates]
+    if named:
+        return named[0], f"its name, among outputs as wide as the labels: {', '.join(sorted(candidates))}"
+    if not candidates:
+        raise _bad(f"the serving output of class scores must be float {expected}; found {shapes(outputs)}")
+    raise _bad(
+        f"the serving signature has several outputs of {expected}: {', '.join(sorted(candidates))}; name the "
+        "one of class scores in manifest.json output"
+    )
 
 
 def _shape_text(shape: list[int] | None) -> str:
