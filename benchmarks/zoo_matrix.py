@@ -105,8 +105,9 @@ def run_cell(model: Path, cell: Cell, out: Path) -> dict:
 
     config = {"modelFormat": cell.model_format, "gcsDestination": {"outputUriPrefix": str(out)}, "params": cell.params}
     started = time.perf_counter()
+    held_as, options = zoo().export_arguments(model)  # a folder, a Keras file, a serving model
     try:
-        result = export_model(model, config, keep_failed_report=False)
+        result = export_model(held_as, config, keep_failed_report=False, **options)
     except ExportError as error:
         report = getattr(error, "report", None) or {}
         record = {

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, library_failure, register
+from converters.graph_rewrites import for_converters, needs_rewrite
 from converters.output_scores import (
     KIND_SAMPLE,
     LOGITS,
@@ -106,7 +107,8 @@ def fold_record(plan: InputPlan) -> dict:
 def check_fold(source, serve, plan: InputPlan, scores: ScoresPlan) -> Verification:
     """The graph to convert, fed what the image input makes of held-out pixels, against the source
     fed the manifest's normalization by hand (the reference): a wrong fold (channels swapped, the
-    mean applied twice) fails here, before conversion, as no Core ML run checks it on Linux."""
+    mean applied twice) or rewrite (converters/graph_rewrites.py) fails here, before conversion, as
+    no Core ML run checks it on Linux."""
     import tensorflow as tf
 
     reference = make_reference(source, limit=KIND_SAMPLE)  # the images plan_for ran the source on
@@ -117,7 +119,7 @@ def check_fold(source, serve, plan: InputPlan, scores: ScoresPlan) -> Verificati
         reference,
         np.asarray(rows, np.float32),
         FOLD_TOLERANCE,
-        what="the graph with the input normalization folded in",
+        what="the graph coremltools converts (normalization folded in, operations rewritten)",
         scores_kind=scores.are,
     )
 
@@ -168,9 +170,13 @@ def convert_to_coreml(source, params: dict[str, str], scores: ScoresPlan):
     serving = load_serving_signature(source.saved_model_dir)  # must outlive the conversion
     plan = input_plan(source)
     serve = graph_to_convert(source, serving, plan, scores)
+    rewritten = needs_rewrite(source.saved_model_dir)  # an op coremltools lacks (Erfc)
+    if rewritten:
+        serve = for_converters(serve)
     fold = None
-    if plan.folded:
+    if plan.folded or rewritten:
         checked = check_fold(source, serve, plan, scores)
+    if plan.folded:
         fold = {**fold_record(plan), "checked": {"images": checked.images, "maxAbsDiff": checked.max_abs_diff}}
     scale, bias = image_scaling(plan)
     image = ct.ImageType(

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.base import Converter, register
+from converters.graph_rewrites import for_converters, needs_rewrite
 from converters.node_runtime import BackendRefused, tfjs_predict
 from converters.output_scores import ScoresPlan, plan_for, recorded_kind, scores_function
 from converters.signature import load_serving_signature
@@ -46,9 +47,10 @@ TOLERANCES = {
 AUTOML_EXTRA = 0.02
 
 
-def wrapper(source, folder: Path, *, automl: bool, add_softmax: bool) -> None:
+def wrapper(source, folder: Path, *, automl: bool, add_softmax: bool, rewrite: bool = False) -> None:
     """A SavedModel calling the source model: with AutoML's tf_js input (`automl`), with a softmax
-    after it (`add_softmax`), or both."""
+    after it (`add_softmax`), through the signature adapter (a uint8 input, several outputs), and
+    with the operations tensorflowjs lacks rewritten (`rewrite`: converters/graph_rewrites.py)."""
     import tensorflow as tf
 
     serving = load_serving_signature(source.saved_model_dir)
@@ -74,6 +76,11 @@ def wrapper(source, folder: Path, *, automl: bool, add_softmax: bool) -> None:
             self.serve = scores
 
     module = Wrapper()
+    if rewrite:  # frozen: the rewritten graph holds the weights as constants
+        tf.saved_model.save(
+            tf.Module(), str(folder), signatures={SERVING_KEY: for_converters(scores.get_concrete_function())}
+        )
+        return
     tf.saved_model.save(module, str(folder), signatures={SERVING_KEY: module.serve})
 
 
@@ -97,9 +104,10 @@ class TFJSConverter(Converter):
         automl = params["input_contract"] == "automl"
         with tempfile.TemporaryDirectory(prefix="tfjs-source-") as scratch:
             saved_model = source.saved_model_dir
-            if automl or scores.softmax_added or not source.plain_signature:
+            rewrite = needs_rewrite(source.saved_model_dir)  # an op tensorflowjs lacks (Erfc)
+            if automl or scores.softmax_added or rewrite or not source.plain_signature:
                 saved_model = Path(scratch) / "wrapped"
-                wrapper(source, saved_model, automl=automl, add_softmax=scores.softmax_added)
+                wrapper(source, saved_model, automl=automl, add_softmax=scores.softmax_added, rewrite=rewrite)
             convert_graph(
                 saved_model,
                 workdir,

@@ -263,3 +263,56 @@ def test_an_image_bytes_model_is_op_checked_before_it_loads(serving_export, cana
         raised.value.code is Code.FAILED_PRECONDITION
         and "WriteFile, which reads or writes files" in raised.value.message
     )
+
+
+# --- operations a runtime lacks: exact GELU's Erfc -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exact_gelu_model(canary_model, tmp_path_factory) -> Path:
+    """A Keras classifier of the canary's colours with a grouped convolution and an exact-GELU layer
+    (XLA-compiled functions and Erfc in its graph, as ConvNeXt has), trained here in seconds."""
+    import keras
+    import numpy as np
+
+    from exporter.core.images import load_image_set
+
+    labels = tuple((canary_model / "dict.txt").read_text().split())
+    images = load_image_set(canary_model / "images" / "calibration", labels, 32, 32, purpose="training")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    # A grouped convolution (ConvNeXt's depthwise one): Keras compiles it with XLA, and its filter
+    # takes one input channel of each group.
+    x = keras.layers.Conv2D(6, 3, padding="same", groups=3)(keras.layers.Rescaling(1 / 255.0)(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16, activation=lambda t: keras.activations.gelu(t, approximate=False))(x)
+    model = keras.Model(inputs, keras.layers.Dense(len(labels), activation="softmax")(x))
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    model.fit(images.pixels.astype(np.float32), images.labels, epochs=80, verbose=0)
+    folder = tmp_path_factory.mktemp("gelu") / "exact_gelu"
+    model.export(str(folder / "saved_model"), verbose=False)
+    keras.backend.clear_session()
+    shutil.copy(canary_model / "dict.txt", folder / "dict.txt")
+    shutil.copytree(canary_model / "images", folder / "images")
+    return folder
+
+
+@pytest.mark.parametrize("model_format", ["tf_js", "core_ml"])
+def test_convnext_layers_convert_where_the_runtime_lacks_their_ops(exact_gelu_model, tmp_path, model_format):
+    from converters.graph_rewrites import needs_rewrite
+    from exporter.core.op_policy import saved_model_op_uses
+    from exporter.core.saved_model_proto import read_meta_graphs
+
+    assert "Erfc" in {use.op for use in saved_model_op_uses(exact_gelu_model / "saved_model")}
+    functions = read_meta_graphs(exact_gelu_model / "saved_model")[0].graph_def.library.function
+    assert any("_XlaMustCompile" in function.attr for function in functions)
+    assert needs_rewrite(exact_gelu_model / "saved_model")
+    result = export_model(
+        exact_gelu_model, {"modelFormat": model_format, "gcsDestination": {"outputUriPrefix": str(tmp_path)}}
+    )
+    checks = result.report["checks"]
+    if model_format == "tf_js":
+        assert checks["verification"]["passed"] and checks["verification"]["decided"] > 0, checks
+        assert checks["verification"]["agreeing"] == checks["verification"]["decided"]
+    else:
+        assert checks["spec"], checks  # Core ML: the spec; the rewritten graph was checked in TensorFlow

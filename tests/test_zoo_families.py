@@ -40,6 +40,8 @@ FAMILY_CELLS = {
 COVERED_ELSEWHERE = {
     "mobilenet_v2": "the digits sample model (MobileNetV2) in every format; -1..1 input: tf_module",
     "logits": "tf_module_logits in every format; MobileNetV2's graph: the digits sample model",
+    "convnext_tiny": "ConvNeXtTiny untrained to tflite float32 (test_keras_applications.py); its exact GELU and "
+    "grouped convolutions to tf_js and core_ml (test_model_forms.py)",
 }
 CASES = [
     pytest.param(

@@ -31,6 +31,12 @@ CI_SUBSET = (
     ("tf_module", "tflite uint8"),
     ("logits", "tflite float16"),
     ("tf_module_logits", "tflite float16"),
+    ("convnext_tiny", "tflite float16"),
+    ("attention", "tflite float32"),
+    ("tutorial", "tflite uint8"),
+    ("tutorial_keras_file", "core_ml"),
+    ("tutorial_uint8", "tflite uint8"),
+    ("tutorial_image_bytes", "tflite float32"),
 )
 # The tf.Modules train in half a minute and export in seconds: they take every format, so the suite
 # checks every format on a zoo model, probabilities and logits, without --zoo; mobilenet_v3_small

@@ -61,6 +61,10 @@ class ZooEntry:
     # Recompute BatchNorm's moving statistics from the training images once training ends, so a
     # model trained for a couple of epochs does not serve stale statistics (the CI variants).
     settle_batchnorm: bool = False
+    # How a user holds the model (FORMS): a model folder with a SavedModel, or a form made from
+    # another zoo entry's trained network (`made_from`) without training again.
+    form: str = "saved_model"
+    made_from: str | None = None
 
     def normalization(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) that turn 0..255 pixels into what the network takes."""
@@ -91,6 +95,55 @@ def _keras(factory: str, **kwargs) -> Callable[[int], object]:
     return build
 
 
+def _attention(size: int):
+    """A small attention classifier: a strided convolution stem, 4x4 patches of its features as
+    tokens, two transformer blocks (MultiHeadAttention, an exact-GELU MLP, LayerNormalization),
+    mean-pooled tokens; 0..255 in, the rescaling inside."""
+    import keras
+
+    dim = 48
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(24, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(dim, 4, strides=4)(x)  # patches: size/8 x size/8 tokens
+    x = keras.layers.Reshape(((size // 8) ** 2, dim))(x)
+    for _ in range(2):
+        attended = keras.layers.MultiHeadAttention(num_heads=4, key_dim=dim // 4)(x, x)
+        x = keras.layers.LayerNormalization()(x + attended)
+        hidden = keras.layers.Dense(2 * dim, activation=lambda t: keras.activations.gelu(t, approximate=False))(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(dim)(hidden))
+    pooled = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(len(DIGIT_LABELS), activation="softmax")(pooled))
+
+
+def _tutorial(size: int):
+    """TensorFlow's "Image classification" tutorial model without its augmentation layers:
+    rescaling inside, three convolution blocks, dropout, a dense layer; logits out."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(len(DIGIT_LABELS)),
+        ]
+    )
+
+
+# How the forms are held, for the exports of them (export_arguments): a model folder; a Keras file
+# with its labels and images beside it; a SavedModel that takes uint8 pixels; AutoML's serving
+# model (image_bytes in), as the engine's own tf_saved_model export writes it.
+FORMS = ("saved_model", "keras_file", "uint8_input", "image_bytes")
+
 ZOO: dict[str, ZooEntry] = {
     entry.name: entry
     for entry in (
@@ -110,6 +163,15 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("logits", _keras("MobileNetV2", classifier_activation=None), "0..255", logits=True),
         # The tf.Module without its softmax: a logits model that trains in seconds, for the suite.
         ZooEntry("tf_module_logits", None, "-1..1", logits=True, epochs=10, learning_rate=3e-3),
+        # Models built outside the families above, as users build them: ConvNeXt (Dense on 4-D
+        # tensors, LayerNormalization, exact GELU; its normalization inside, 0..255) at 64x64, a
+        # small attention model, and the tutorial model, held three more ways besides.
+        ZooEntry("convnext_tiny", _keras("ConvNeXtTiny"), "0..255", epochs=6, learning_rate=1e-3, size=64),
+        ZooEntry("attention", _attention, "0..255", epochs=12, learning_rate=1e-3),
+        ZooEntry("tutorial", _tutorial, "0..255", logits=True, epochs=6, learning_rate=1e-3),
+        ZooEntry("tutorial_keras_file", _tutorial, "0..255", logits=True, form="keras_file", made_from="tutorial"),
+        ZooEntry("tutorial_uint8", _tutorial, "0..255", logits=True, form="uint8_input", made_from="tutorial"),
+        ZooEntry("tutorial_image_bytes", _tutorial, "0..255", logits=True, form="image_bytes", made_from="tutorial"),
     )
 }
 
@@ -290,10 +352,66 @@ def _train_module(entry: ZooEntry, train_x, train_y, held_x, held_y):
     return module, float(np.mean(predicted == held_y))
 
 
+def export_arguments(folder: Path) -> tuple[Path, dict]:
+    """What an export of the zoo model in `folder` is given, as a user holding it would give it:
+    the model (a folder or a file) and the export's keyword arguments."""
+    form = json.loads((folder / "manifest.json").read_text())["training"].get("form", "saved_model")
+    if form == "keras_file":
+        return folder / "model.keras", {"labels": folder / "dict.txt", "images": folder / "images"}
+    if form == "image_bytes":
+        return folder / "serving", {"images": folder / "images"}
+    return folder, {}
+
+
+def build_derived_model(entry: ZooEntry, out_dir: Path) -> dict:
+    """`entry`'s folder made from the trained network of `entry.made_from` (which saved a
+    model.keras beside its SavedModel), held in `entry.form`; returns its manifest."""
+    import shutil
+
+    import keras
+    import tensorflow as tf
+
+    base = zoo_model(entry.made_from)
+    manifest = json.loads((base / "manifest.json").read_text())
+    manifest["display_name"] = entry.name
+    manifest["training"].update(form=entry.form, made_from=entry.made_from)
+
+    def build(work: Path) -> None:
+        shutil.copytree(base / "images", work / "images")
+        shutil.copy(base / "dict.txt", work / "dict.txt")
+        if entry.form == "keras_file":
+            shutil.copy(base / "model.keras", work / "model.keras")
+        elif entry.form == "uint8_input":
+            model = keras.saving.load_model(str(base / "model.keras"), compile=False)
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            archive.add_endpoint(
+                name="serving_default",
+                fn=lambda pixels: {"logits": model(tf.cast(pixels, tf.float32), training=False)},
+                input_signature=[tf.TensorSpec([None, entry.size, entry.size, 3], tf.uint8, name="pixels")],
+            )
+            archive.write_out(str(work / "saved_model"), verbose=False)
+            keras.backend.clear_session()
+        elif entry.form == "image_bytes":
+            from exporter.run import export_model
+
+            config = {"modelFormat": "tf_saved_model", "gcsDestination": {"outputUriPrefix": str(work / "export")}}
+            shutil.move(export_model(base, config).output_dir, work / "serving")
+            (work / "export").rmdir()
+        else:
+            raise ValueError(f"{entry.name}: unknown form {entry.form!r}")
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    _write_folder(out_dir, build)
+    return manifest
+
+
 def build_zoo_model(entry: ZooEntry, out_dir: Path) -> dict:
     """Train `entry` and write its model folder; returns its manifest."""
     import tensorflow as tf
 
+    if entry.made_from:
+        return build_derived_model(entry, out_dir)
     _seed_everything(0)
     started = time.monotonic()
     if entry.network is None and entry.size != SIZE:
@@ -319,6 +437,8 @@ def build_zoo_model(entry: ZooEntry, out_dir: Path) -> dict:
             tf.saved_model.save(model, str(work / "saved_model"), signatures={"serving_default": model.serve})
         else:
             _save_keras(model, work / "saved_model", "logits" if entry.logits else "probabilities", entry.size)
+            if any(other.made_from == entry.name for other in ZOO.values()):
+                model.save(work / "model.keras")  # the forms made from this network start from it
         (work / "dict.txt").write_text("\n".join(DIGIT_LABELS) + "\n")
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         off_sizes = (64, 80, 120, 150)
