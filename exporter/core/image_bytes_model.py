@@ -6,13 +6,15 @@ engine freezes the serving function (variables become constants), finds where th
 enter the classifier (the first float32 ``[batch, height, width, 3]`` tensor of the graph: the
 decoded, resized batch, 0..255 values), and keeps only the graph from there to the ``scores``
 output: a float32 image classifier taking 0..255 pixels, saved in a private folder and exported as
-any other model. The labels come from the model's own ``labels`` output (a constant in the graph),
-unless a labels file is given. The SavedModel's operations are checked before TensorFlow loads it.
+any other model. The labels come from the model's own ``labels`` output (run once on a blank image),
+unless a labels file is given (``dict.txt`` beside the model, or ``--labels``). The SavedModel's
+operations are checked before TensorFlow loads it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,19 +55,20 @@ def classifier_folder(folder: str | Path) -> Iterator[Path]:
     folder = Path(folder).resolve()
     saved_model = saved_model_dir_of(folder)
     check_saved_model_ops(saved_model)  # before TensorFlow loads it: it is a program
+    name = _display_name(folder)
     with tempfile.TemporaryDirectory(prefix="image-bytes-model-") as scratch:  # mode 0700
-        target = Path(scratch) / _display_name(folder)
+        target = Path(scratch) / name
         target.mkdir()
         labels = _prune(saved_model, target / "saved_model")
-        if labels:
+        # A labels file beside the model says what the user means; else the model's own labels output.
+        if (folder / "dict.txt").is_file():
+            shutil.copyfile(folder / "dict.txt", target / "dict.txt")
+        elif labels:
             (target / "dict.txt").write_text("\n".join(labels) + "\n")
-        name = _display_name(folder)
         manifest = {"display_name": name, "converted_from": f"{folder.name} ({IMAGE_BYTES} serving model)"}
         (target / "manifest.json").write_text(json.dumps(manifest))
-        if (folder / "images").is_dir():  # a model folder's own images come along
-            import shutil
-
-            shutil.copytree(folder / "images", target / "images", symlinks=True)
+        if (folder / "images").is_dir():  # a model folder's own images come along; links stay links,
+            shutil.copytree(folder / "images", target / "images", symlinks=True)  # refused by read_model
         yield target
 
 
