@@ -125,8 +125,7 @@ def keras_files(canary_model, tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-@pytest.mark.parametrize("kind", ["keras", "h5"])
-@pytest.mark.parametrize("quantization", ["float32", "uint8"])
+@pytest.mark.parametrize("kind,quantization", [("keras", "float32"), ("h5", "uint8")])
 def test_a_keras_file_exports_verified(keras_files, canary_model, tmp_path, kind, quantization):
     result = export_model(
         keras_files[kind],
