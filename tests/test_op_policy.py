@@ -302,9 +302,22 @@ def test_every_keras_application_passes():
 
 
 def test_the_committed_table_is_what_the_registry_makes():
-    from exporter.core.op_policy_build import build, render
+    """Built in a process that imports TensorFlow alone, as `make op-policy` does: libraries other
+    tests load (TensorFlow Decision Forests, through tensorflowjs) register operations of their own
+    in this one, which the table leaves to the refusal of unknown operations."""
+    import subprocess
+    import sys
 
-    assert POLICY_FILE.read_text() == render(build()), "regenerate it: make op-policy"
+    build = "import sys; from exporter.core.op_policy_build import build, render; sys.stdout.write(render(build()))"
+    done = subprocess.run(
+        [sys.executable, "-c", build],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=POLICY_FILE.parents[3],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert POLICY_FILE.read_text() == done.stdout, "regenerate it: make op-policy"
 
 
 def test_operations_of_everyday_layers_are_allowed_by_what_they_do():
@@ -339,11 +352,7 @@ def test_operations_of_everyday_layers_are_allowed_by_what_they_do():
 
 
 def test_what_touches_the_world_is_refused_everywhere():
-    from exporter.core.op_policy_build import registry
-
     policy = load_policy()
-    known = {op.name for op in registry()}
-    assert set(policy.decisions) == known  # every registered operation is decided
     for op in (
         "ReadFile",
         "WriteFile",
