@@ -42,10 +42,11 @@ def saved_model_folder(path: str | Path) -> Iterator[Path]:
     if not path.is_file():
         raise ExportError(Code.NOT_FOUND, f"model file {str(path)!r} does not exist")
     with tempfile.TemporaryDirectory(prefix="keras-model-") as scratch:  # mode 0700: the user's alone
-        folder = Path(scratch) / display_name_for(path)
+        name = display_name_for(path)
+        folder = Path(scratch) / name
         folder.mkdir()
         _export_saved_model(path, folder / "saved_model")
-        manifest = {"display_name": display_name_for(path), "converted_from": f"{path.name} (Keras {version('keras')})"}
+        manifest = {"display_name": name, "converted_from": f"{path.name} (Keras {version('keras')})"}
         (folder / "manifest.json").write_text(json.dumps(manifest))
         yield folder
 
@@ -61,12 +62,13 @@ def _export_saved_model(path: Path, target: Path) -> None:
         raise ExportError(
             Code.INVALID_ARGUMENT, f"{path.name} is not a Keras model Keras can load safely: {first}"
         ) from None
-    inputs = model.inputs
-    if len(inputs) != 1 or len(model.outputs) != 1:
+    # A subclassed model saved before it was called has no inputs or outputs to read a signature from.
+    inputs, outputs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
+    if len(inputs) != 1 or len(outputs) != 1:
         raise ExportError(
             Code.INVALID_ARGUMENT,
             f"{path.name}: the Keras model must take one image and return one tensor of class scores; it takes "
-            f"{len(inputs)} inputs and returns {len(model.outputs)} outputs",
+            f"{len(inputs)} inputs and returns {len(outputs)} outputs",
         )
     shape, dtype = list(inputs[0].shape), inputs[0].dtype
     spec = tf.TensorSpec([None, *shape[1:]], dtype, name="image")
