@@ -36,14 +36,15 @@ def segment_name(index: int, count: int) -> str:
 def tflite_params(params: dict[str, str]) -> dict[str, str]:
     """The tflite params of the model the compiler takes: full-integer uint8, always.
 
-    The Edge TPU runs integer ops only, so of the budget's remedies only more calibration applies:
-    a layer kept in float (which the tflite default, ``all``, may do) would end the part of the
-    graph the Edge TPU runs at that layer.
+    The Edge TPU runs integer ops only, so of the budget's remedies only those that keep every op
+    integer apply (more calibration images, ranges chosen per tensor): a layer kept in float
+    (which the tflite default, ``all``, may do) would end the part of the graph the Edge TPU runs
+    at that layer.
     """
     return {
         "quantization": "uint8",
         "calibration_count": params["calibration_count"],
-        "quantization_remedies": "calibration",
+        "quantization_remedies": "integer",
     }
 
 

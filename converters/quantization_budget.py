@@ -1,24 +1,28 @@
-"""Full-integer quantization within an accuracy budget: remedies tried, in order, before failing.
+"""Full-integer quantization within an accuracy budget: a search over remedies that keeps its best try.
 
 Plain post-training quantization (``uint8`` / ``int8``) sometimes flips more held-out images than
-the budget allows (EfficientNetB0 on the digits: 11 of 360 with 7 allowed). Before the export
-fails, these remedies run, in order, each measured against the source on the held-out images:
+the budget allows. Before the export fails, these remedies are tried, in order, each measured
+against the source on the held-out images. Each try starts from the best try so far (its
+``builds_on``); a try that does no better is dropped, and the next starts from the best again:
 
 1. ``calibration``: every calibration image (up to ``MAX_CALIBRATION``) instead of
    ``calibration_count``, so rarely reached activation ranges are seen;
-2. ``float_head``: the classifier head (``classifier_head``: the output's ops back to the logits
+2. ``ranges``: every activation's range chosen from its calibration histogram instead of its
+   min/max, by each rule of converters/calibration_ranges.py (``mse``, then ``percentile``): a
+   few outlier activations no longer stretch a tensor's 8-bit step for every other value;
+3. ``float_head``: the classifier head (``classifier_head``: the output's ops back to the logits
    layer) kept in float, its output quantized again so the output stays integer: one 8-bit range
-   for the logits of every class on every image is too coarse for the softmax when the logits
-   span hundreds of units, as a briefly trained EfficientNetB0's do;
-3. ``float_layers``: the head and, with it, the layers TFLite's ``QuantizationDebugger`` finds
-   worst (each quantized layer compared with its float twin on the calibration images, ranked by
-   root-mean-square error / scale, as TensorFlow's debugger guide ranks them), kept in float
-   (``denylisted_nodes``), 1, 2, 4, ... up to ``MAX_FLOAT_LAYERS``, while the input and output
-   stay integer.
+   for the logits of every class on every image can be too coarse for the softmax;
+4. ``float_layers``: the layers TFLite's ``QuantizationDebugger`` finds worst (each quantized
+   layer compared with its float twin on the calibration images, ranked by root-mean-square error
+   / scale, as TensorFlow's debugger guide ranks them) added to the best try's float layers in
+   groups of 1, 2, 4, ... up to ``MAX_FLOAT_LAYERS`` in all, while the input and output stay integer.
 
-Each try records its flips, size and latency (measured here, one thread), so the report says what
-the float layers cost. ``edgetpu_tflite`` runs the calibration remedy only: the Edge TPU runs
-integer ops alone.
+A try is better when it passes, then when it flips fewer images, then when its scores are closer
+to the source's. The search stops at the first try that passes; the best try is published (or,
+when none passes, verified and reported). Each try records its flips, accuracy, size and latency
+(measured here, one thread), so the report says what every remedy cost. ``edgetpu_tflite`` allows
+the ``integer`` remedies only (calibration, ranges): the Edge TPU runs integer ops alone.
 """
 
 from __future__ import annotations
@@ -33,19 +37,26 @@ import numpy as np
 
 from exporter.core.errors import Code, ExportError
 
-REMEDIES = ("all", "calibration", "none")
+# What each value of the quantization_remedies param allows, in the order the search tries them.
+REMEDY_STEPS = {
+    "all": ("calibration", "ranges", "float_head", "float_layers"),
+    "integer": ("calibration", "ranges"),  # every op stays integer (edgetpu_tflite)
+    "calibration": ("calibration",),
+    "none": (),
+}
+REMEDIES = tuple(REMEDY_STEPS)
 MAX_CALIBRATION = 1000
 MAX_FLOAT_LAYERS = 16
 LATENCY_RUNS = 20  # invokes timed per try, after one warm-up
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One quantized model and how it was made."""
+class Recipe:
+    """How one try's model is made: calibrated on `calibration_images` images, ranges chosen by
+    `range_rule` (None: min/max), `float_layers` kept in float."""
 
-    remedy: str  # "plain", "calibration" or "float_layers"
-    flatbuffer: bytes
     calibration_images: int
+    range_rule: str | None = None
     float_layers: tuple[str, ...] = ()
 
 
@@ -236,28 +247,76 @@ def _name(tensor) -> str:
     return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
 
 
-def float_layer_counts(limit: int = MAX_FLOAT_LAYERS) -> list[int]:
-    """1, 2, 4, ... up to `limit` (and `limit` itself)."""
-    counts, count = [], 1
-    while count < limit:
-        counts.append(count)
-        count *= 2
-    return counts + [limit]
+def float_layer_groups(ranked: list[str], limit: int = MAX_FLOAT_LAYERS) -> list[list[str]]:
+    """The ranked layers in groups of 1, 2, 4, ... holding at most `limit` of them in all."""
+    groups, start, size = [], 0, 1
+    ranked = ranked[:limit]
+    while start < len(ranked):
+        groups.append(ranked[start : start + size])
+        start, size = start + size, size * 2
+    return groups
 
 
-def try_entry(candidate: Candidate, measured: dict, plain: dict | None) -> dict:
-    """One try as the report records it: how it was made, what it measured, what it cost."""
-    entry = {
-        "remedy": candidate.remedy,
-        "calibration_images": candidate.calibration_images,
-        "float_layers": list(candidate.float_layers),
-        **measured,
-        "bytes": len(candidate.flatbuffer),
-        "latency_ms": round(latency_ms(candidate.flatbuffer), 3),
-    }
-    if plain is not None:
-        entry["cost"] = {
-            "bytes": entry["bytes"] - plain["bytes"],
-            "latency_ms": round(entry["latency_ms"] - plain["latency_ms"], 3),
+def _closeness(measured: dict) -> tuple:
+    """Order of tries, best first: passing, fewer flips, scores closer to the source's."""
+    return (not measured["passed"], measured["flips"], measured["mean_abs_diff"])
+
+
+class Search:
+    """The tries of one export: each made by `build(recipe)` and measured by `measure(flatbuffer)`.
+
+    ``best`` is the best try so far, the one the next remedy starts from.
+    """
+
+    def __init__(self, build: Callable[[Recipe], bytes], measure: Callable[[bytes], dict]):
+        self._build, self._measure = build, measure
+        self.tries: list[dict] = []
+        self._models: list[bytes] = []
+        self._recipes: list[Recipe] = []
+        self._best: int | None = None
+
+    @property
+    def best(self) -> Recipe:
+        return self._recipes[self._best]
+
+    @property
+    def passed(self) -> bool:
+        return self._best is not None and self.tries[self._best]["passed"]
+
+    def attempt(self, remedy: str, recipe: Recipe, **detail) -> bool:
+        """Make and measure one try; True when it became the best. Nothing is tried once one passed."""
+        if self.passed:
+            return False
+        flatbuffer = self._build(recipe)
+        measured = self._measure(flatbuffer)
+        entry = {
+            "remedy": remedy,
+            "builds_on": self._best,
+            "calibration_images": recipe.calibration_images,
+            "range_rule": recipe.range_rule or "min_max",
+            "float_layers": list(recipe.float_layers),
+            **detail,
+            **measured,
+            "bytes": len(flatbuffer),
+            "latency_ms": round(latency_ms(flatbuffer), 3),
         }
-    return entry
+        if self.tries:
+            plain = self.tries[0]
+            entry["cost"] = {
+                "bytes": entry["bytes"] - plain["bytes"],
+                "latency_ms": round(entry["latency_ms"] - plain["latency_ms"], 3),
+            }
+        improved = self._best is None or _closeness(measured) < _closeness(self.tries[self._best])
+        entry["improved"] = improved
+        self.tries.append(entry)
+        self._models.append(flatbuffer)
+        self._recipes.append(recipe)
+        if improved:
+            self._best = len(self.tries) - 1
+        return improved
+
+    def result(self) -> tuple[bytes, list[dict]]:
+        """The best try's model, and every try with ``kept`` marking the one published."""
+        for index, entry in enumerate(self.tries):
+            entry["kept"] = index == self._best
+        return self._models[self._best], self.tries

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from converters import calibration_ranges as ranges
 from converters import quantization_budget as budget
 from converters.base import Converter, register
 from converters.load_scope import shared, shared_folder
@@ -250,6 +251,7 @@ def _measure(flatbuffer, reference, plan, tolerance, scores_kind, what) -> dict:
         "allowed": check.allowed_disagreements,
         "artifact_accuracy": check.artifact_accuracy,
         "source_accuracy": check.source_accuracy,
+        "mean_abs_diff": round(check.mean_abs_diff, 6),
         "passed": check.passed,
     }
 
@@ -257,67 +259,82 @@ def _measure(flatbuffer, reference, plan, tolerance, scores_kind, what) -> dict:
 def quantize_within_budget(
     source, quantization: str, params: dict[str, str], plan, add_softmax, scores_kind, reference
 ):
-    """The full-integer model: plain quantization, then the allowed remedies until one meets the budget.
+    """The full-integer model: plain quantization, then the allowed remedies, each from the best
+    try so far, until one meets the budget (converters/quantization_budget.py).
 
-    Returns (flatbuffer, the tries as the report records them). When none meets it, the try with
-    the fewest flips is kept and the verification then fails, naming every try.
+    Returns (flatbuffer, the tries as the report records them). When none meets it, the best try is
+    kept and the verification then fails, naming every try.
     """
     tolerance = budget_tolerance(quantization, params)
-    allowed = params.get("quantization_remedies", "calibration")  # edgetpu_tflite: integer ops only
+    steps = budget.REMEDY_STEPS[params.get("quantization_remedies", "calibration")]
     count = int(params["calibration_count"])
+    io_type = MODES[quantization].io_type
     what = f"{MODEL_FILE} ({quantization})"
-    tries, candidates = [], []
+    pixels_by_count: dict[int, np.ndarray] = {}
+    histograms_by_count: dict[int, dict] = {}
 
-    def attempt(candidate: budget.Candidate) -> bool:
-        measured = _measure(candidate.flatbuffer, reference, plan, tolerance, scores_kind, what)
-        tries.append(budget.try_entry(candidate, measured, tries[0] if tries else None))
-        candidates.append(candidate)
-        return measured["passed"]
+    def pixels(images: int) -> np.ndarray:
+        if images not in pixels_by_count:
+            pixels_by_count[images] = calibration_pixels(source, images)
+        return pixels_by_count[images]
 
-    pixels = calibration_pixels(source, count)
-    flatbuffer = convert_to_tflite(source, quantization, count, add_softmax=add_softmax, plan=plan, pixels=pixels)
-    passed = attempt(budget.Candidate("plain", flatbuffer, len(pixels) - 1))  # less the range anchor
-    available = len(list_images(source.calibration_dir))
-    if not passed and allowed != "none" and available > count:
-        pixels = calibration_pixels(source, min(available, budget.MAX_CALIBRATION))
-        flatbuffer = convert_to_tflite(source, quantization, 0, add_softmax=add_softmax, plan=plan, pixels=pixels)
-        passed = attempt(budget.Candidate("calibration", flatbuffer, len(pixels) - 1))
-    if not passed and allowed == "all":
-        passed = _float_layer_remedy(source, quantization, plan, add_softmax, pixels, attempt)
-    best = next((i for i, t in enumerate(tries) if t["passed"]), None)
-    if best is None:
-        best = min(range(len(tries)), key=lambda i: (tries[i]["flips"], i))
-    for i, entry in enumerate(tries):
-        entry["kept"] = i == best
-    return candidates[best].flatbuffer, tries
+    def calibrated(recipe: budget.Recipe) -> bytes:
+        model = calibrated_model(source, plan, add_softmax, pixels(recipe.calibration_images))
+        if recipe.range_rule is None:
+            return model
+        if recipe.calibration_images not in histograms_by_count:
+            inputs = plan.feed(pixels(recipe.calibration_images))
+            histograms_by_count[recipe.calibration_images] = ranges.activation_histograms(model, inputs)
+        histograms = histograms_by_count[recipe.calibration_images]
+        return ranges.with_ranges(model, ranges.chosen_ranges(histograms, recipe.range_rule))
+
+    def build(recipe: budget.Recipe) -> bytes:
+        if recipe.float_layers:
+            return budget.quantize_with_float_layers(calibrated(recipe), io_type, list(recipe.float_layers))
+        return quantize_fully(calibrated(recipe), io_type)
+
+    def measure(flatbuffer: bytes) -> dict:
+        return _measure(flatbuffer, reference, plan, tolerance, scores_kind, what)
+
+    search = budget.Search(build, measure)
+    search.attempt("plain", budget.Recipe(len(pixels(count)) - 1))  # the count less the range anchor
+    available = min(len(list_images(source.calibration_dir)), budget.MAX_CALIBRATION)
+    if "calibration" in steps and available > count:
+        search.attempt("calibration", dataclasses.replace(search.best, calibration_images=available))
+    if "ranges" in steps:
+        for rule in ranges.RULES:
+            search.attempt("ranges", dataclasses.replace(search.best, range_rule=rule))
+    if "float_head" in steps and not search.passed:
+        head = tuple(budget.classifier_head(calibrated(search.best)))
+        if head and not set(head) <= set(search.best.float_layers):
+            _attempt_float(search, "float_head", head)
+    if "float_layers" in steps and not search.passed:
+        for group in _worst_layers(source, quantization, plan, add_softmax, pixels(search.best.calibration_images)):
+            if search.passed or not _attempt_float(search, "float_layers", tuple(group)):
+                break
+    return search.result()
 
 
-def _float_layer_remedy(source, quantization, plan, add_softmax, pixels, attempt) -> bool:
-    """Keep the classifier head in float, then also the layers with the largest quantization error,
-    1, 2, 4, ... of them."""
+def _attempt_float(search: budget.Search, remedy: str, layers: tuple[str, ...]) -> bool:
+    """One try with `layers` kept in float as well as the best try's; False when that cannot keep
+    the input and output integer (the layers reach them), so no further layers are worth trying."""
+    added = tuple(layer for layer in layers if layer not in search.best.float_layers)
+    if not added:
+        return True  # already in float in the best try: nothing new to measure
+    kept = search.best.float_layers + added
+    try:
+        search.attempt(remedy, dataclasses.replace(search.best, float_layers=kept))
+    except ExportError:
+        return False
+    return True
+
+
+def _worst_layers(source, quantization, plan, add_softmax, pixels) -> list[list[str]]:
+    """The quantized layers by TFLite's debugger, worst first, in groups of 1, 2, 4, ..."""
     inputs = plan.feed(pixels)
     with _converter(source, quantization, plan, add_softmax, inputs) as converter:
-        calibrated, layers = budget.layers_by_error(converter, lambda: ([x[None]] for x in inputs))
-    io_type = MODES[quantization].io_type
-    images = len(pixels) - 1  # less the range anchor
-    head = tuple(budget.classifier_head(calibrated))
-    if head:
-        try:
-            flatbuffer = budget.quantize_with_float_layers(calibrated, io_type, list(head))
-        except ExportError:
-            return False  # the head reaches the input: in float it would leave the input float
-        if attempt(budget.Candidate("float_head", flatbuffer, images, head)):
-            return True
-    ranked = [layer["tensor"] for layer in layers if layer["tensor"] not in head]
-    for count in budget.float_layer_counts(min(budget.MAX_FLOAT_LAYERS, len(ranked))):
-        kept = head + tuple(ranked[:count])
-        try:
-            flatbuffer = budget.quantize_with_float_layers(calibrated, io_type, list(kept))
-        except ExportError:
-            return False  # these layers in float would make the input or output float: stop here
-        if attempt(budget.Candidate("float_layers", flatbuffer, images, kept)):
-            return True
-    return False
+        _, layers = budget.layers_by_error(converter, lambda: ([x[None]] for x in inputs))
+    return budget.float_layer_groups([layer["tensor"] for layer in layers])
 
 
 @register("tflite")
@@ -362,6 +379,7 @@ class TFLiteConverter(Converter):
                 "remediesAllowed": params.get("quantization_remedies", "calibration"),
                 "maxFloatLayers": budget.MAX_FLOAT_LAYERS,
                 "floatLayers": next(t["float_layers"] for t in tries if t["kept"]),
+                "rangeRule": next(t["range_rule"] for t in tries if t["kept"]),
                 "tries": tries,
             }
         metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")

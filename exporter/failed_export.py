@@ -111,11 +111,14 @@ def _remedy_text(entry) -> str:
     what = [str(entry.get("remedy") or entry.get("name") or "remedy")]
     if "calibration_images" in entry:
         what.append(f"{entry['calibration_images']} calibration images")
+    if entry.get("range_rule") not in (None, "min_max"):
+        what.append(f"{entry['range_rule']} ranges")
     if entry.get("float_layers"):
         what.append(f"{len(entry['float_layers'])} layers in float")
     if "flips" in entry and "decided" in entry:
         allowed = f", allowed {entry['allowed']}" if "allowed" in entry else ""
-        return f"{', '.join(what)}: {entry['flips']} of {entry['decided']} flip{allowed}"
+        dropped = "" if entry.get("improved", True) else " (dropped: no better than the best before it)"
+        return f"{', '.join(what)}: {entry['flips']} of {entry['decided']} flip{allowed}{dropped}"
     return ", ".join(what)
 
 

@@ -22,7 +22,6 @@ from exporter.core.errors import Code, ExportError
 from exporter.core.model_source import read_model
 from exporter.core.op_policy import (
     POLICY_FILE,
-    check_meta_graphs,
     check_saved_model_ops,
     load_policy,
     saved_model_op_uses,
@@ -276,28 +275,61 @@ def test_sample_models_pass(canary_model, digits_model):
 APPLICATION_MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
 
 
+# Traces the named applications in its own process and prints {name: refusal} as JSON. Tracing is
+# single-threaded Python, so the applications are split between two such processes.
+TRACE_APPLICATIONS = """
+import json, sys
+import keras
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+from exporter.core.errors import ExportError
+from exporter.core.op_policy import check_meta_graphs
+
+sizes, refused = json.loads(sys.argv[1]), {}
+for name, size in sizes.items():
+    model = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
+    spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="image")
+    serve = tf.function(lambda image, model=model: {"probabilities": model(image, training=False)})
+    meta_graph = meta_graph_pb2.MetaGraphDef()
+    meta_graph.graph_def.CopyFrom(serve.get_concrete_function(spec).graph.as_graph_def())
+    try:
+        check_meta_graphs([meta_graph])
+    except ExportError as error:
+        refused[name] = error.message
+    keras.backend.clear_session()
+print(json.dumps(refused))
+"""
+
+
 def test_every_keras_application_passes():
     """Every classifier keras.applications has, untrained at its smallest input: the serving
     function's graph as tf.function traces it (what a SavedModel saves), without writing weights."""
+    import json
+    import subprocess
+    import sys
+
     import keras
-    import tensorflow as tf
-    from tensorflow.core.protobuf import meta_graph_pb2
 
     names = [n for n in dir(keras.applications) if n[0].isupper() and callable(getattr(keras.applications, n))]
     assert len(names) >= 40, names
+    sizes = {name: APPLICATION_MIN_SIZE.get(name, SIZE) for name in names}
+    halves = [dict(list(sizes.items())[start::2]) for start in (0, 1)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TRACE_APPLICATIONS, json.dumps(half)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=POLICY_FILE.parents[3],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        for half in halves
+    ]
     refused = {}
-    for name in names:
-        size = APPLICATION_MIN_SIZE.get(name, SIZE)
-        model = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
-        spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="image")
-        serve = tf.function(lambda image, model=model: {"probabilities": model(image, training=False)})
-        meta_graph = meta_graph_pb2.MetaGraphDef()
-        meta_graph.graph_def.CopyFrom(serve.get_concrete_function(spec).graph.as_graph_def())
-        try:
-            check_meta_graphs([meta_graph])
-        except ExportError as error:
-            refused[name] = error.message
-        keras.backend.clear_session()
+    for run in runs:
+        out, err = run.communicate(timeout=900)
+        assert run.returncode == 0, err[-3000:]
+        refused.update(json.loads(out.strip().splitlines()[-1]))
     assert not refused, refused
 
 

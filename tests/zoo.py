@@ -65,6 +65,9 @@ class ZooEntry:
     # another zoo entry's trained network (`made_from`) without training again.
     form: str = "saved_model"
     made_from: str | None = None
+    # The random seed of the weights' initialization and the training's shuffles: another seed is
+    # another instance of the same model, as a user training it independently would get.
+    seed: int = 0
 
     def normalization(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) that turn 0..255 pixels into what the network takes."""
@@ -196,6 +199,32 @@ CI_VARIANTS: dict[str, ZooEntry] = {
 }
 
 
+# Independently seeded instances of the families the quantization tests use
+# (tests/test_quantization_seeds.py): seed 0 is the entry itself. The suite's are small (the
+# logits tf.Module at 96x96, MobileNetV3Small and EfficientNetB0 at 32x32); the 96x96
+# EfficientNetB0 instances (four epochs) run with --zoo.
+SEEDS = (0, 1, 2)
+_SEED_BASES = {
+    "tf_module_logits": ZOO["tf_module_logits"],
+    "mobilenet_v3_small_32": replace(
+        ZOO["mobilenet_v3_small"], name="mobilenet_v3_small_32", size=CI_SIZE, epochs=4, settle_batchnorm=True
+    ),
+    "efficientnet_b0_32": CI_VARIANTS["efficientnet_b0_32"],
+    "efficientnet_b0_e4": replace(ZOO["efficientnet_b0"], name="efficientnet_b0_e4", epochs=4),
+}
+SEEDED: dict[str, ZooEntry] = {
+    f"{base}_seed{seed}": replace(entry, name=f"{base}_seed{seed}", seed=seed)
+    for base, entry in _SEED_BASES.items()
+    for seed in SEEDS
+    if seed or base not in ZOO | CI_VARIANTS  # seed 0 of an existing entry is that entry
+}
+
+
+def seeded_name(base: str, seed: int) -> str:
+    """The zoo name of `base`'s instance trained under `seed`."""
+    return base if seed == 0 and base in ZOO | CI_VARIANTS else f"{base}_seed{seed}"
+
+
 def zoo_hash() -> str:
     code = Path(__file__).read_bytes() + (REPO / "exporter" / "sample_models.py").read_bytes()
     return hashlib.sha256(code + str(SIZE).encode()).hexdigest()[:16]
@@ -205,11 +234,18 @@ def zoo_folder(name: str) -> Path:
     return REPO / ".cache" / "test-models" / f"zoo-{zoo_hash()}" / name
 
 
-def zoo_model(name: str) -> Path:
-    """The model folder of zoo entry (or CI variant) `name`, built on first use and cached between runs."""
-    entries = {**ZOO, **CI_VARIANTS}
+def zoo_entry(name: str) -> ZooEntry:
+    """Zoo entry, CI variant or seeded instance `name`."""
+    entries = {**ZOO, **CI_VARIANTS, **SEEDED}
     if name not in entries:
         raise KeyError(f"no zoo model {name!r}; the zoo has {', '.join(entries)}")
+    return entries[name]
+
+
+def zoo_model(name: str) -> Path:
+    """The model folder of zoo entry (or CI variant, or seeded instance) `name`, built on first use
+    and cached between runs."""
+    entry = zoo_entry(name)
     folder = zoo_folder(name)
     if (folder / "manifest.json").exists():
         return folder
@@ -217,7 +253,7 @@ def zoo_model(name: str) -> Path:
     with open(folder.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be training it: wait, then reuse
         if not (folder / "manifest.json").exists():
-            build_zoo_model(entries[name], folder)
+            build_zoo_model(entry, folder)
     return folder
 
 
@@ -293,13 +329,13 @@ class _DigitsModule:
     """Factory for the non-Keras model: two strided convolutions, pooling to 6x6 and a dense layer."""
 
     @staticmethod
-    def build(logits: bool):
+    def build(logits: bool, seed: int = 0):
         import tensorflow as tf
 
         class Digits(tf.Module):
             def __init__(self):
                 super().__init__()
-                init = tf.initializers.GlorotUniform(seed=0)
+                init = tf.initializers.GlorotUniform(seed=seed)
                 self.conv1 = tf.Variable(init([3, 3, 3, 24]), name="conv1")
                 self.bias1 = tf.Variable(tf.zeros([24]), name="bias1")
                 self.conv2 = tf.Variable(init([3, 3, 24, 48]), name="conv2")
@@ -326,7 +362,7 @@ def _train_module(entry: ZooEntry, train_x, train_y, held_x, held_y):
     """Plain tf.GradientTape training with Adam written out (no Keras anywhere)."""
     import tensorflow as tf
 
-    module = _DigitsModule.build(entry.logits)
+    module = _DigitsModule.build(entry.logits, entry.seed)
     variables = list(module.trainable_variables)
     first = [tf.Variable(tf.zeros_like(v)) for v in variables]
     second = [tf.Variable(tf.zeros_like(v)) for v in variables]
@@ -343,7 +379,7 @@ def _train_module(entry: ZooEntry, train_x, train_y, held_x, held_y):
             m_hat, v_hat = m / (1 - 0.9**step), v / (1 - 0.999**step)
             variable.assign_sub(entry.learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-7))
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(entry.seed)
     for _ in range(entry.epochs):
         order = rng.permutation(len(train_x))
         for start in range(0, len(order), 64):
@@ -413,7 +449,7 @@ def build_zoo_model(entry: ZooEntry, out_dir: Path) -> dict:
 
     if entry.made_from:
         return build_derived_model(entry, out_dir)
-    _seed_everything(0)
+    _seed_everything(entry.seed)
     started = time.monotonic()
     if entry.network is None and entry.size != SIZE:
         raise ValueError(f"{entry.name}: the tf.Module's pooling is laid out for {SIZE}x{SIZE} inputs")
@@ -429,6 +465,7 @@ def build_zoo_model(entry: ZooEntry, out_dir: Path) -> dict:
     manifest["input"] = entry.input_spec()
     manifest["training"].update(
         epochs=entry.epochs,
+        seed=entry.seed,
         output="logits" if entry.logits else "probabilities",
         seconds=round(time.monotonic() - started, 1),
     )

@@ -141,11 +141,12 @@ MAX_DISAGREEMENT = Param(
 QUANTIZATION_REMEDIES = Param(
     "quantization_remedies",
     "all",
-    "What uint8/int8 may try when plain quantization misses the budget, in order: all: more "
-    "calibration images, then the classifier head kept in float, then with it the layers with the "
-    "largest quantization error (integer input and output stay); calibration: the first only; "
-    "none: fail at once.",
-    allowed=("all", "calibration", "none"),
+    "What uint8/int8 may try when plain quantization misses the budget, each try starting from the "
+    "best so far: all: more calibration images, activation ranges chosen per tensor from the "
+    "calibration histograms, the classifier head kept in float, then the layers with the largest "
+    "quantization error (integer input and output stay); integer: the first two, every op "
+    "staying integer; calibration: the first only; none: fail at once.",
+    allowed=("all", "integer", "calibration", "none"),
 )
 
 
