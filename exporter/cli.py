@@ -35,8 +35,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Export trained image classifiers as AutoML's models.export does.",
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        print(f"exporter {version('automl-export-engine')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """Export trained image classifiers as AutoML's models.export does."""
+
 
 FORMAT_HELP = "modelFormat: " + ", ".join(FORMAT_NAMES) + f" (default {DEFAULT_FORMAT})"
 DEBUG: dict[str, str] = {}  # what --debug shows on failure besides the traceback
@@ -126,7 +146,8 @@ def export(
         # in a second process (converters/tfjs_graph.py says why the rewrites must be off).
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     with native_logs_captured() as console:
-        with StageProgress(console, enabled=not as_json and sys.stderr.isatty()) as progress:
+        # The console writes to the real stderr: sys.stderr is the captured log by now, never a terminal.
+        with StageProgress(console, enabled=not as_json and console.is_terminal) as progress:
 
             def on_stage(stage: str, event: str) -> None:
                 STOP_SIGNALS.check()

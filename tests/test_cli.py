@@ -1,12 +1,19 @@
 """The command line as a user runs it: real exports, and one clear line for every bad input."""
 
+import fcntl
 import json
+import os
+import pty
 import re
+import struct
+import subprocess
+import termios
+import time
 
 import numpy as np
 import pytest
 
-from conftest import exports_in, run_cli
+from conftest import EXPORTER, exports_in, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +53,41 @@ def test_export_with_file_uri_and_summary_table(canary_model, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "agreement" in result.stdout and "model.tflite" in result.stdout
+    assert "stages" not in result.stderr  # no progress bar on a pipe
     (folder,) = exports_in(tmp_path / "sub")
+    assert (folder / "model.tflite").stat().st_size > 0
+
+
+def run_on_a_terminal(*args: str, columns: int = 120, timeout: float = 300) -> tuple[int, str]:
+    """The console script with stdout and stderr on a pseudo-terminal, as in a user's shell:
+    (exit status, everything it wrote)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "TERM", "NO_COLOR")}
+    process = subprocess.Popen([str(EXPORTER), *args], stdout=follower, stderr=follower, env={**env, "TERM": "xterm"})
+    os.close(follower)
+    written, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the other end closed: the process has exited
+            break
+        if not chunk:
+            break
+        written += chunk
+    os.close(leader)
+    return process.wait(timeout=10), written.decode(errors="replace")
+
+
+def test_a_terminal_shows_the_progress_bar_then_the_summary(canary_model, tmp_path):
+    status, written = run_on_a_terminal(
+        "export", "--model", str(canary_model), "--output", str(tmp_path), "--param", "quantization=float32"
+    )
+    assert status == 0, written
+    # The bar's own column ("N/4 stages") is drawn while the export runs, then the summary table.
+    assert re.search(r"\d/4 stages", written), written
+    assert written.rindex("stages") < written.index("agreement")
+    (folder,) = exports_in(tmp_path)
     assert (folder / "model.tflite").stat().st_size > 0
 
 
@@ -114,6 +155,16 @@ def test_output_that_cannot_be_written(canary_model, tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     result = run_cli("--debug", "export", "--model", str(tmp_path / "none"), "--output", str(tmp_path))
     assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_version_and_short_help():
+    from importlib.metadata import version
+
+    shown = run_cli("--version")
+    assert shown.returncode == 0 and shown.stdout == f"exporter {version('automl-export-engine')}\n"
+    for args in (["-h"], ["export", "-h"]):
+        helped = run_cli(*args)
+        assert helped.returncode == 0 and helped.stdout.startswith("Usage: exporter"), helped.stderr
 
 
 def test_formats_table(tmp_path):
