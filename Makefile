@@ -30,7 +30,7 @@ zoo: setup
 # The tests on every zoo model (the suite trains only the quick ones and 32x32 variants of the
 # others, tests/test_zoo_families.py): over an hour on two cores.
 zoo-test: setup
-	.venv/bin/python -m pytest --zoo tests/test_zoo_matrix.py tests/test_zoo_families.py tests/test_edgetpu.py tests/test_normalization.py tests/test_quantization_budget.py
+	.venv/bin/python -m pytest --zoo tests/test_zoo_matrix.py tests/test_zoo_families.py tests/test_edgetpu.py tests/test_normalization.py tests/test_quantization_budget.py tests/test_quantization_seeds.py
 
 # The op policy table, decided from the installed TensorFlow's op registry (after an upgrade).
 op-policy: setup
