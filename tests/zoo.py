@@ -201,16 +201,17 @@ CI_VARIANTS: dict[str, ZooEntry] = {
 
 # Independently seeded instances of the families the quantization tests use
 # (tests/test_quantization_seeds.py): seed 0 is the entry itself. The suite's are small (the
-# logits tf.Module at 96x96, MobileNetV3Small and EfficientNetB0 at 32x32); the 96x96
-# EfficientNetB0 instances (four epochs) run with --zoo.
+# logits tf.Module at 96x96, MobileNetV3Small at 32x32); the 96x96 EfficientNetB0 instances (four
+# epochs) run with --zoo.
 SEEDS = (0, 1, 2)
 _SEED_BASES = {
     "tf_module_logits": ZOO["tf_module_logits"],
     "mobilenet_v3_small_32": replace(
         ZOO["mobilenet_v3_small"], name="mobilenet_v3_small_32", size=CI_SIZE, epochs=4, settle_batchnorm=True
     ),
-    "efficientnet_b0_32": CI_VARIANTS["efficientnet_b0_32"],
-    "efficientnet_b0_e4": replace(ZOO["efficientnet_b0"], name="efficientnet_b0_e4", epochs=4),
+    # BatchNorm settled as in the CI variants: unsettled, one four-epoch instance served 77.5% on the
+    # held-out digits where the others reached 90.8% and 94.4% (the instance: 94.2%).
+    "efficientnet_b0_e4": replace(ZOO["efficientnet_b0"], name="efficientnet_b0_e4", epochs=4, settle_batchnorm=True),
 }
 SEEDED: dict[str, ZooEntry] = {
     f"{base}_seed{seed}": replace(entry, name=f"{base}_seed{seed}", seed=seed)
