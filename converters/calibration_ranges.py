@@ -170,13 +170,3 @@ def with_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> by
     for index, (low, high) in ranges.items():
         tensors[index].quantization.min, tensors[index].quantization.max = [low], [high]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def narrowed(histograms: dict[int, Histogram], ranges: dict[int, tuple[float, float]]) -> int:
-    """How many tensors the chosen ranges narrow (the rest keep min/max)."""
-    return sum(
-        1
-        for index, (low, high) in ranges.items()
-        if (low, high) != (histograms[index].low, histograms[index].high)
-        and not np.isclose(high - low, histograms[index].high - histograms[index].low)
-    )

@@ -283,7 +283,7 @@ class Search:
     def passed(self) -> bool:
         return self._best is not None and self.tries[self._best]["passed"]
 
-    def attempt(self, remedy: str, recipe: Recipe, **detail) -> bool:
+    def attempt(self, remedy: str, recipe: Recipe) -> bool:
         """Make and measure one try; True when it became the best. Nothing is tried once one passed."""
         if self.passed:
             return False
@@ -295,7 +295,6 @@ class Search:
             "calibration_images": recipe.calibration_images,
             "range_rule": recipe.range_rule or "min_max",
             "float_layers": list(recipe.float_layers),
-            **detail,
             **measured,
             "bytes": len(flatbuffer),
             "latency_ms": round(latency_ms(flatbuffer), 3),

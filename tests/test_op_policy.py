@@ -275,7 +275,7 @@ def test_sample_models_pass(canary_model, digits_model):
 APPLICATION_MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71}
 
 
-# Traces the named applications in its own process and prints {name: refusal} as JSON. Tracing is
+# Traces the named applications in its own process and prints [names traced, {name: refusal}] as JSON. Tracing is
 # single-threaded Python, so the applications are split between two such processes.
 TRACE_APPLICATIONS = """
 import json, sys
@@ -285,7 +285,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from exporter.core.errors import ExportError
 from exporter.core.op_policy import check_meta_graphs
 
-sizes, refused = json.loads(sys.argv[1]), {}
+sizes, traced, refused = json.loads(sys.argv[1]), [], {}
 for name, size in sizes.items():
     model = getattr(keras.applications, name)(input_shape=(size, size, 3), weights=None, classes=10)
     spec = tf.TensorSpec([None, size, size, 3], tf.float32, name="image")
@@ -296,8 +296,9 @@ for name, size in sizes.items():
         check_meta_graphs([meta_graph])
     except ExportError as error:
         refused[name] = error.message
+    traced.append(name)
     keras.backend.clear_session()
-print(json.dumps(refused))
+print(json.dumps([traced, refused]))
 """
 
 
@@ -325,11 +326,14 @@ def test_every_keras_application_passes():
         )
         for half in halves
     ]
-    refused = {}
+    traced, refused = [], {}
     for run in runs:
         out, err = run.communicate(timeout=900)
         assert run.returncode == 0, err[-3000:]
-        refused.update(json.loads(out.strip().splitlines()[-1]))
+        names_traced, refusals = json.loads(out.strip().splitlines()[-1])
+        traced += names_traced
+        refused.update(refusals)
+    assert sorted(traced) == sorted(names)  # every application traced, none lost between the processes
     assert not refused, refused
 
 
