@@ -21,14 +21,7 @@ import typer
 from exporter.cli_benchmark import benchmark
 from exporter.cli_service import models_app, operations_app, serve, worker
 from exporter.core.errors import Code, ExportError
-from exporter.core.formats import (
-    DEFAULT_FORMAT,
-    FORMAT_NAMES,
-    DestinationKind,
-    describe_formats,
-    format_row,
-    formats_markdown,
-)
+from exporter.core.formats import DEFAULT_FORMAT, FORMAT_NAMES, describe_formats, formats_markdown
 
 app = typer.Typer(
     add_completion=False,
@@ -93,17 +86,6 @@ def _input_size(text: str | None) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
-def output_config(model_format: str, output: str, params: dict[str, str]) -> dict:
-    """The ModelExportOutputConfig JSON that the CLI's flags stand for."""
-    config: dict = {"modelFormat": model_format, "params": params}
-    known = model_format in FORMAT_NAMES
-    if known and format_row(model_format).destination is DestinationKind.GCR:
-        config["gcrDestination"] = {"outputUri": output}
-    else:
-        config["gcsDestination"] = {"outputUriPrefix": output}
-    return config
-
-
 @app.command()
 def export(
     model: Annotated[
@@ -112,7 +94,10 @@ def export(
     ],
     output: Annotated[str, typer.Option(help="folder, file:///dir or gs://bucket/dir; image URI for docker")],
     model_format: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = DEFAULT_FORMAT,
-    param: Annotated[list[str] | None, typer.Option(help="format param KEY=VALUE (see 'exporter formats')")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(metavar="KEY=VALUE", help="a format param, repeatable (see 'exporter formats')"),
+    ] = None,
     images: Annotated[
         Path | None, typer.Option(help="calibration and held-out images, when the model folder has none")
     ] = None,
@@ -135,19 +120,34 @@ def export(
     ] = False,
 ) -> None:
     """Export a model folder to one modelFormat, verified, into a new model-export-* folder."""
-    from exporter.run import export_model
+    # Checked before the pipeline (and TensorFlow) loads: a typo is answered at once.
+    from exporter.cli_request import check_model_path, format_from_flag, output_config, parse_flags
+    from exporter.destinations import open_destination
+
+    choice = format_from_flag(model_format)
+    params = _param_pairs(param or [])
+    request = parse_flags(choice.name, output, params)
+    size = _input_size(input_size)
+    check_model_path(model)
+    for path, flag in ((images, "--images"), (labels, "--labels")):
+        if path is not None and not path.exists():
+            raise ExportError(Code.NOT_FOUND, f"{flag} {str(path)!r} does not exist")
+    open_destination(request, **({"keep_context": build_context} if build_context is not None else {})).check()
+    if choice.note:
+        print(f"exporter: note: {choice.note}", file=sys.stderr)
+    config = output_config(choice.name, output, params)
+    from exporter.run import STAGES, export_model
     from exporter.sandbox import Sandbox
     from exporter.terminal import StageProgress, print_summary
 
-    config = output_config(model_format, output, _param_pairs(param or []))
-    size = _input_size(input_size)
-    if model_format == "tf_js":
+    if choice.name == "tf_js":
         # TensorFlow is not imported yet: without oneDNN's graph rewrites it converts here, not
         # in a second process (converters/tfjs_graph.py says why the rewrites must be off).
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     with native_logs_captured() as console:
         # The console writes to the real stderr: sys.stderr is the captured log by now, never a terminal.
-        with StageProgress(console, enabled=not as_json and console.is_terminal) as progress:
+        mode = "off" if as_json else "bar" if console.is_terminal else "lines"
+        with StageProgress(STAGES, console, mode) as progress:
 
             def on_stage(stage: str, event: str) -> None:
                 STOP_SIGNALS.check()
@@ -181,17 +181,33 @@ def verify(
     input_size: Annotated[str | None, typer.Option(help="HxW, when the signature leaves it unknown")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the checks as JSON")] = False,
 ) -> None:
-    """Run an existing export's verification again against its source model."""
+    """Run an existing export's verification again against its source model; ends with a PASS or
+    FAIL line (exit status 0 or 1)."""
+    from exporter.cli_request import check_model_path
+
+    size = _input_size(input_size)
+    if not export_dir.is_dir():
+        raise ExportError(Code.NOT_FOUND, f"export folder {str(export_dir)!r} does not exist")
+    check_model_path(model)
     from exporter.run import verify_export
     from exporter.terminal import print_checks
 
-    size = _input_size(input_size)
-    with native_logs_captured():
-        checks = verify_export(export_dir, model, images=images, labels=labels, input_size=size)
+    try:
+        with native_logs_captured():
+            checks = verify_export(export_dir, model, images=images, labels=labels, input_size=size)
+    except ExportError as error:
+        if getattr(error, "check", None) is None:  # not a check that missed: the usual error line
+            raise
+        if as_json:
+            print(json.dumps({"passed": False, "failed": error.check.as_dict(), "message": error.message}, indent=2))
+        else:
+            print(f"FAIL {export_dir}: {' '.join(error.message.split())}")
+        raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(checks, indent=2))
     else:
         print_checks(str(export_dir), checks)
+        print(f"PASS {export_dir}: every check is within its tolerance")
 
 
 @app.command()
@@ -324,6 +340,22 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 
+# The modules of the optional extras (pyproject.toml), for the error a command meets without its extra.
+EXTRA_OF_MODULE = {
+    "fastapi": "service",
+    "uvicorn": "service",
+    "starlette": "service",
+    "pydantic_settings": "service",
+    "sqlalchemy": "service",
+    "alembic": "service",
+    "psycopg": "service",
+    "celery": "fleet",
+    "matplotlib": "benchmark",
+    "paramiko": "benchmark",
+    "psutil": "service",  # in the benchmark extra too
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -332,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     STOP_SIGNALS.install()
     try:
-        typer.main.get_command(app).main(args=args, prog_name="exporter", standalone_mode=False)
+        status = typer.main.get_command(app).main(args=args, prog_name="exporter", standalone_mode=False)
+        if isinstance(status, int) and status:  # a command's typer.Exit(n): verify's FAIL
+            return status
     except ExportError as error:
         if debug:
             sys.stderr.write(DEBUG.get("native_log", ""))
@@ -353,6 +387,20 @@ def main(argv: list[str] | None = None) -> int:
         text = error.format_message() if hasattr(error, "format_message") else str(error)
         print(f"exporter: INVALID_ARGUMENT: {text}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as error:  # a command whose extra is not installed
+        if debug:
+            traceback.print_exc()
+        top = (error.name or "").split(".")[0]
+        extra = EXTRA_OF_MODULE.get(top)
+        if extra is None:
+            print(f"exporter: INTERNAL: ModuleNotFoundError: {error}", file=sys.stderr)
+            return 1
+        print(
+            f"exporter: FAILED_PRECONDITION: this command needs {top}, which comes with the {extra!r} extra: "
+            f"pip install 'automl-export-engine[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as error:  # last resort: still one line, the traceback only on --debug
         if debug:
             traceback.print_exc()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from exporter.run import STAGES, ExportResult
+if TYPE_CHECKING:
+    from exporter.run import ExportResult
 
 STDERR = Console(stderr=True)
 STDOUT = Console()
@@ -44,19 +47,23 @@ class NativeStderr:
 
 
 class StageProgress:
-    """A rich progress bar on stderr that advances as each stage of an export is done."""
+    """The export's stages as it runs: a rich progress bar on a terminal (``mode="bar"``), a plain
+    line per finished stage elsewhere (``mode="lines"``: a log or a CI job sees it advance), or
+    nothing (``mode="off"``: ``--json``)."""
 
-    def __init__(self, console: Console = STDERR, enabled: bool = True):
+    def __init__(self, stages: tuple[str, ...], console: Console = STDERR, mode: str = "bar"):
+        self.stages, self.console, self.mode = stages, console, mode
+        self.started: dict[str, float] = {}
         self.bar = Progress(
             TextColumn("{task.description:<10}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total} stages"),
             TimeElapsedColumn(),
             console=console,
-            disable=not enabled,
+            disable=mode != "bar",
             transient=True,
         )
-        self.task = self.bar.add_task("starting", total=len(STAGES))
+        self.task = self.bar.add_task("starting", total=len(stages))
 
     def __enter__(self) -> StageProgress:
         self.bar.start()
@@ -67,56 +74,94 @@ class StageProgress:
 
     def update(self, stage: str, event: str) -> None:
         if event == "start":
+            self.started[stage] = time.perf_counter()
             self.bar.update(self.task, description=stage)
-        else:
-            self.bar.advance(self.task)
-            if self.bar.tasks[0].completed == len(STAGES):
-                self.bar.update(self.task, description="done")
+            return
+        self.bar.advance(self.task)
+        if self.bar.tasks[0].completed == len(self.stages):
+            self.bar.update(self.task, description="done")
+        if self.mode == "lines":
+            seconds = time.perf_counter() - self.started.get(stage, time.perf_counter())
+            self.console.print(f"{stage}: done in {seconds:.1f} s", soft_wrap=True, highlight=False)
 
 
-def _add_check_rows(table: Table, checks: dict) -> None:
+def _plain(value) -> str:
+    """A report entry as one line: ``key: value; ...``, a nested entry as ``key (key: value, ...)``."""
+    if isinstance(value, dict):
+        return "; ".join(
+            f"{key} ({', '.join(f'{k}: {_plain(v)}' for k, v in inner.items())})"
+            if isinstance(inner, dict)
+            else f"{key}: {_plain(inner)}"
+            for key, inner in value.items()
+        )
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(item) for item in value)
+    return str(value)
+
+
+def show(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]], show_lines: bool = False) -> None:
+    """Rows on stdout, never cut: a table on a terminal (long values fold onto the next line), plain
+    lines elsewhere (``key: value`` rows; a multi-column row as its first cell and ``  column: value``
+    lines), which a pipe or a log keeps whole at any width."""
+    if STDOUT.is_terminal:
+        table = Table(title=title, show_lines=show_lines)
+        for header in headers:
+            table.add_column(header, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        STDOUT.print(table)
+        return
+    lines = [title]
+    for first, *rest in rows:
+        if not any(headers):
+            lines.append(f"{first}: {rest[0]}")
+            continue
+        lines.append(first)
+        for header, value in zip(headers[1:], rest, strict=True):
+            lines.extend(f"  {header}: {line}" for line in value.splitlines())
+    print("\n".join(lines), flush=True)
+
+
+def _check_rows(checks: dict) -> list[tuple[str, str]]:
+    rows = []
     for name, check in checks.items():
         prefix = "" if name == "verification" else f"{name} "
-        if "agreeing" not in check:  # a check without scores, e.g. Core ML's spec on Linux
-            table.add_row(name, ", ".join(f"{k}: {v}" for k, v in check.items() if not isinstance(v, (list, dict))))
+        if "agreeing" not in check:  # a check without scores: Core ML's spec on Linux, tf_js's backends
+            rows.append((name, _plain(check)))
             continue
-        table.add_row(
-            f"{prefix}agreement",
-            f"{check['agreeing']}/{check['decided']} decided images agree with the source "
-            f"({check['runtime']}; {check['images'] - check['decided']} near-ties left out)",
+        rows.append(
+            (
+                f"{prefix}agreement",
+                f"{check['agreeing']}/{check['decided']} decided images agree with the source "
+                f"({check['runtime']}; {check['images'] - check['decided']} near-ties left out)",
+            )
         )
         if check["artifact_accuracy"] is not None:
-            table.add_row(
-                f"{prefix}accuracy",
-                f"{check['artifact_accuracy']:.2%} (source {check['source_accuracy']:.2%}) "
-                f"on {check['images']} held-out images",
+            rows.append(
+                (
+                    f"{prefix}accuracy",
+                    f"{check['artifact_accuracy']:.2%} (source {check['source_accuracy']:.2%}) "
+                    f"on {check['images']} held-out images",
+                )
             )
-        table.add_row(f"{prefix}max abs diff", f"{check['max_abs_diff']:.3g}")
-
-
-def _two_columns(title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("")
-    table.add_column("")
-    return table
+        rows.append((f"{prefix}max abs diff", f"{check['max_abs_diff']:.3g}"))
+    return rows
 
 
 def print_summary(result: ExportResult) -> None:
     report = result.report
-    table = _two_columns(f"{report['modelFormat']} export of {report['model']['displayName']}")
-    table.add_row("folder", result.output_dir)
-    table.add_row("params", ", ".join(f"{k}={v}" for k, v in report["params"].items()) or "-")
-    for entry in report["artifacts"]:
-        table.add_row(entry["path"], f"{entry['bytes'] / 1e6:.3f} MB")
-    _add_check_rows(table, report["checks"])
-    table.add_row("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
-    STDOUT.print(table)
+    rows = [
+        ("folder", result.output_dir),
+        ("params", ", ".join(f"{k}={v}" for k, v in report["params"].items()) or "-"),
+        *((entry["path"], f"{entry['bytes'] / 1e6:.3f} MB") for entry in report["artifacts"]),
+        *_check_rows(report["checks"]),
+        ("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items())),
+    ]
+    show(f"{report['modelFormat']} export of {report['model']['displayName']}", ("", ""), rows)
 
 
 def print_checks(export_dir: str, checks: dict) -> None:
-    table = _two_columns(f"verification of {export_dir}")
-    _add_check_rows(table, checks)
-    STDOUT.print(table)
+    show(f"verification of {export_dir}", ("", ""), _check_rows(checks))
 
 
 # What predict's table says of the scores, by what the artifact states they are.
@@ -130,20 +175,16 @@ SCORES_TITLES = {
 def print_predictions(predictions) -> None:
     kind = predictions[0].scores if predictions else None  # one artifact: one kind
     title, unit = SCORES_TITLES.get(kind, SCORES_TITLES[None])
-    table = Table(title=f"predictions ({title})")
-    table.add_column("image")
-    table.add_column(f"top labels ({unit})")
-    for prediction in predictions:
-        table.add_row(prediction.image, ", ".join(f"{label} ({score:.3f})" for label, score in prediction.top))
-    STDOUT.print(table)
+    rows = [(p.image, ", ".join(f"{label} ({score:.3f})" for label, score in p.top)) for p in predictions]
+    show(f"predictions ({title})", ("image", f"top labels ({unit})"), rows)
 
 
 def formats_table(entries: list[dict]) -> None:
-    """The formats table (as ``describe_formats`` gives it) drawn for a terminal."""
-    table = Table(title="modelFormats", show_lines=True)
-    for column in ("modelFormat", "destination", "artifacts", "params (default; allowed)"):
-        table.add_column(column)
+    """The formats table (as ``describe_formats`` gives it)."""
+    rows = []
     for entry in entries:
         params = "\n".join(f"{p['name']} ({p['default']}; {p['allowed']})" for p in entry["params"]) or "-"
-        table.add_row(entry["modelFormat"], entry["destination"], "\n".join(entry["artifacts"]), params)
-    STDOUT.print(table)
+        rows.append((entry["modelFormat"], entry["destination"], "\n".join(entry["artifacts"]), params))
+    show(
+        "modelFormats", ("modelFormat", "destination", "artifacts", "params (default; allowed)"), rows, show_lines=True
+    )

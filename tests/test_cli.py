@@ -7,6 +7,7 @@ import pty
 import re
 import struct
 import subprocess
+import sys
 import termios
 import time
 
@@ -18,8 +19,12 @@ from conftest import EXPORTER, exports_in, run_cli
 pytestmark = pytest.mark.slow
 
 
+PROGRESS_LINE = re.compile(r"^(load|convert|verify|publish): done in [0-9.]+ s$")
+
+
 def one_error_line(result, code: str) -> str:
-    lines = result.stderr.strip().splitlines()
+    """The one error line on stderr (the progress lines of the stages done before it left aside)."""
+    lines = [line for line in result.stderr.strip().splitlines() if not PROGRESS_LINE.match(line)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"exporter: {code}: "), lines[0]
     assert "Traceback" not in result.stderr
@@ -53,8 +58,11 @@ def test_export_with_file_uri_and_summary_table(canary_model, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "agreement" in result.stdout and "model.tflite" in result.stdout
-    assert "stages" not in result.stderr  # no progress bar on a pipe
+    assert "stages" not in result.stderr  # no progress bar on a pipe: a plain line per stage
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["load", "convert", "verify", "publish"]
+    assert all(PROGRESS_LINE.match(line) for line in result.stderr.splitlines()), result.stderr
     (folder,) = exports_in(tmp_path / "sub")
+    assert f"folder: {folder}\n" in result.stdout  # whole, on a line of its own, at any width
     assert (folder / "model.tflite").stat().st_size > 0
 
 
@@ -80,14 +88,19 @@ def run_on_a_terminal(*args: str, columns: int = 120, timeout: float = 300) -> t
 
 
 def test_a_terminal_shows_the_progress_bar_then_the_summary(canary_model, tmp_path):
+    deep = tmp_path / ("a-long-folder-name-" * 4) / "exports"
     status, written = run_on_a_terminal(
-        "export", "--model", str(canary_model), "--output", str(tmp_path), "--param", "quantization=float32"
+        "export", "--model", str(canary_model), "--output", str(deep), "--param", "quantization=float32", columns=80
     )
     assert status == 0, written
     # The bar's own column ("N/4 stages") is drawn while the export runs, then the summary table.
     assert re.search(r"\d/4 stages", written), written
     assert written.rindex("stages") < written.index("agreement")
-    (folder,) = exports_in(tmp_path)
+    # At 80 columns the table folds long values onto more lines; nothing is cut with an ellipsis.
+    assert "…" not in written[written.index("agreement") :]
+    (folder,) = exports_in(deep)
+    table = written[written.index("folder") :].split("params")[0]
+    assert folder.name[-12:] in re.sub(r"[\s│┃|]", "", table)
     assert (folder / "model.tflite").stat().st_size > 0
 
 
@@ -113,6 +126,74 @@ def test_bad_arguments(canary_model, tmp_path, args, code, exit_code, text):
     assert result.returncode == exit_code
     assert text in one_error_line(result, code)
     assert not destination.exists()
+
+
+@pytest.mark.parametrize(
+    "args,flag_text",
+    [
+        (["--format", "onnx"], "--format: 'onnx' is not a model format"),
+        (["--param", "quantization=int4"], "--param quantization: "),
+        (["--param", "colour=red"], "--param colour: unknown param"),
+        (["--output", "gs://UPPER/x"], "--output: 'gs://UPPER/x' is not a gs://BUCKET/DIR URI"),
+    ],
+)
+def test_errors_name_the_flag_the_user_typed(canary_model, tmp_path, args, flag_text):
+    result = run_cli("export", "--model", str(canary_model), "--output", str(tmp_path / "out"), *args)
+    assert result.returncode == 2
+    line = one_error_line(result, "INVALID_ARGUMENT")
+    assert flag_text in line and "outputConfig" not in line
+
+
+def test_common_spellings_of_a_format_are_taken_with_a_note(canary_model, tmp_path):
+    result = run_cli(
+        "export", "--model", str(canary_model), "--output", str(tmp_path), "--format", "TFLite", "--param",
+        "quantization=float32", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == "exporter: note: --format 'TFLite' taken as 'tflite'"
+    assert json.loads(result.stdout)["report"]["modelFormat"] == "tflite"
+
+
+def test_a_destination_that_cannot_be_written_is_refused_before_tensorflow_loads(canary_model, tmp_path):
+    """sysfs refuses a new folder even to root: the probe finds it before any model is read."""
+    code = (
+        "import sys; from exporter.cli import main; "
+        f"status = main(['export', '--model', {str(canary_model)!r}, '--output', '/sys/exporter-out']); "
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'; sys.exit(status)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result, "PERMISSION_DENIED")
+    assert "cannot write to the destination '/sys/exporter-out'" in line and "write-check" not in line
+
+
+def test_verify_ends_with_pass_or_fail(tflite_exports, canary_model, model_copy):
+    export = tflite_exports["canary", "uint8"][1].output_dir
+    passed = run_cli("verify", export, "--model", str(canary_model))
+    assert passed.returncode == 0, passed.stderr
+    assert passed.stdout.splitlines()[-1] == f"PASS {export}: every check is within its tolerance"
+    # A source that scales the channels differently from what the artifact folded in (as in
+    # tests/test_predict_verify.py): the same pixels reach the two as different colours.
+    folder = model_copy(canary_model)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["input"]["range"]
+    manifest["input"].update(mean=[0.0, 0.0, 0.0], std=[255.0, 510.0, 127.5])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    failed = run_cli("verify", export, "--model", str(folder))
+    assert failed.returncode == 1
+    assert failed.stdout.startswith(f"FAIL {export}: ") and "top-1 differs from the source" in failed.stdout
+
+
+def test_fast_commands_answer_in_under_a_second():
+    """`exporter --help` and `exporter formats` import neither the pipeline nor TensorFlow: the best
+    of three runs each is under a second (the best, so a busy machine's one slow start is not held)."""
+    for args in (["--help"], ["formats"]):
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            assert run_cli(*args).returncode == 0
+            times.append(time.perf_counter() - started)
+        assert min(times) < 1.0, (args, times)
 
 
 def test_missing_model_folder(tmp_path):

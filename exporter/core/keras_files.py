@@ -15,7 +15,6 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import version
 from pathlib import Path
 
 from exporter.core.errors import Code, ExportError
@@ -46,6 +45,8 @@ def saved_model_folder(path: str | Path) -> Iterator[Path]:
         folder = Path(scratch) / name
         folder.mkdir()
         _export_saved_model(path, folder / "saved_model")
+        from importlib.metadata import version
+
         manifest = {"display_name": name, "converted_from": f"{path.name} (Keras {version('keras')})"}
         (folder / "manifest.json").write_text(json.dumps(manifest))
         yield folder

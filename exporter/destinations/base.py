@@ -40,6 +40,12 @@ class Destination(abc.ABC):
     def publish(self, staging: Path, final_name: str, report: dict) -> str:
         """Make the finished export visible at its final place; return where it is."""
 
+    def check(self) -> None:
+        """Raise the error an export would meet at this destination, where it can be known cheaply
+        before any work (a folder that cannot be written); destinations that cannot tell without
+        doing the work (a bucket, a registry) answer at ``stage`` or ``publish``."""
+        return None
+
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -86,9 +86,11 @@ class LocalDestination(Destination):
             f"the destination {str(self.folder)!r} is outside the folders exports may be written to",
         )
 
-    def _open_folder(self, create: bool) -> int:
-        """The destination folder, open, reached without following a link (made when `create`)."""
-        start, parts = self._start()
+    def _open_folder(self, create: bool, parts: tuple[str, ...] | None = None) -> int:
+        """The destination folder (or the folder `parts` below the walk's start), open, reached
+        without following a link (made when `create`)."""
+        start, all_parts = self._start()
+        parts = all_parts if parts is None else parts
         try:
             fd = os.open(start, _FOLDER)
         except OSError as error:
@@ -113,6 +115,26 @@ class LocalDestination(Destination):
                     "file, and links are not followed",
                 ) from None
             raise os_error(error, f"cannot write to the destination {str(self.folder)!r}") from None
+
+    def check(self) -> None:
+        """The destination folder can be made and written, found without making anything: a probe
+        folder is made and removed in the folder, or in its nearest existing parent when the folder
+        does not exist yet, since only doing it tells (a read-only mount, an ACL, a quota)."""
+        start, parts = self._start()
+        existing = len(parts)
+        while existing and not os.path.lexists(start.joinpath(*parts[:existing])):
+            existing -= 1
+        fd = self._open_folder(create=False, parts=parts[:existing])
+        probe = f".write-check-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(probe, dir_fd=fd)
+            os.rmdir(probe, dir_fd=fd)
+        except OSError as error:  # said without the probe's name, which is not the user's
+            raise os_error(
+                OSError(error.errno, error.strerror), f"cannot write to the destination {str(self.folder)!r}"
+            ) from None
+        finally:
+            os.close(fd)
 
     def stage(self, final_name: str) -> Path:
         """Make the destination folder and an empty staging folder inside it."""
