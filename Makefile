@@ -9,11 +9,13 @@ export: setup
 	.venv/bin/exporter sample-model sample-model --if-missing
 	.venv/bin/exporter export --model sample-model --format tflite --output exports
 
-# Lint, format and the layer contract first: each fails the run on a violation.
+# Lint, format, the layer contract and the docs site first: each fails the run on a violation
+# (mkdocs --strict: a broken link or anchor, or a page missing from the nav).
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir .cache/site
 
 test: lint
 	.venv/bin/python -m pytest
@@ -23,7 +25,7 @@ test-fast: setup
 	.venv/bin/python -m pytest -m "not slow"
 
 # The whole zoo matrix (every zoo model to every format this machine builds; long): rewrites
-# benchmarks/zoo_matrix.json and the README's table. CI runs a subset (tests/test_zoo_matrix.py).
+# benchmarks/zoo_matrix.json and the table in docs/zoo.md. CI runs a subset (tests/test_zoo_matrix.py).
 zoo: setup
 	.venv/bin/python benchmarks/zoo_matrix.py
 

@@ -248,7 +248,9 @@ def predict(
 @app.command()
 def formats(
     as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False,
-    markdown: Annotated[bool, typer.Option("--markdown", help="print the table as the README's Markdown")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="print the table as Markdown (the README's and docs/formats.md's)")
+    ] = False,
 ) -> None:
     """The formats table: params, defaults, allowed values and destination of each modelFormat."""
     from exporter.terminal import formats_table

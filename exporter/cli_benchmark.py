@@ -40,7 +40,7 @@ def benchmark(
     runs: Annotated[int, typer.Option(help="steady state: at least this many images at batch 1")] = 200,
     min_seconds: Annotated[float, typer.Option(help="steady state: and at least this many seconds")] = 2.0,
     warmup: Annotated[int, typer.Option(help="warm-up runs before the steady state")] = 10,
-    inventory: Annotated[Path | None, typer.Option(help="TOML file of SSH devices (see the README)")] = None,
+    inventory: Annotated[Path | None, typer.Option(help="TOML file of SSH devices (see docs/benchmarks.md)")] = None,
     baseline: Annotated[Path | None, typer.Option(help="an earlier run's benchmark.json to compare with")] = None,
     margin: Annotated[float, typer.Option(help="regression margin against --baseline (0.1 = 10%)")] = 0.10,
     images: Annotated[

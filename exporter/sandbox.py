@@ -65,7 +65,7 @@ ENV_KEEP_PREFIXES = ("TF_", "TFDF_", "OMP_", "KMP_", "GRPC_")
 
 @dataclass(frozen=True)
 class Limits:
-    """The child's resource limits. Measured on the sample models (README, "Security model"):
+    """The child's resource limits. Measured on the sample models (docs/security.md, "Sandbox"):
     a digits MobileNetV2 uint8 export peaks at about 1.6 GiB of data memory, the canary at 0.9."""
 
     cpu_seconds: int = 900

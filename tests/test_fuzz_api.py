@@ -3,7 +3,7 @@
 Every operation of the document is called with generated paths, queries and headers: on a server
 without auth, and on one with auth, both with a valid token and with none. No answer may be a
 5xx, every error must be a google.rpc.Status body, and neither server may log a traceback.
-``FUZZ_EXAMPLES`` sets the examples per operation (25 by default, for CI; see the README).
+``FUZZ_EXAMPLES`` sets the examples per operation (25 by default, for CI; see docs/development.md).
 """
 
 import hashlib

@@ -209,7 +209,7 @@ def test_edgetpu_model_stays_integer(digits_model, tmp_path):
 def test_efficientnet_b0_uint8_meets_the_budget(zoo_model, tmp_path):
     """The zoo's EfficientNetB0 (six epochs): uint8 within the default 2% budget, accuracy within 1
     point of the source, input and output still uint8. Plain quantization misses it; which remedy
-    passed is recorded (the README gives it)."""
+    passed is recorded (docs/quantization.md describes the remedies)."""
     model = zoo_model("efficientnet_b0")
     result = export_model(model, tflite(tmp_path / "uint8", quantization="uint8"))
     check = result.report["checks"]["verification"]

@@ -74,7 +74,7 @@ def test_each_family_is_trained_under_three_seeds():
 def test_full_size_efficientnet_b0_instances(zoo_model, tmp_path, seed, remedies):
     """The issue's instances: EfficientNetB0, 96x96, four epochs, three seeds. ``all`` must meet the
     budget; ``integer`` (ranges chosen per tensor, no float layer: what edgetpu_tflite allows) is
-    recorded in the README, passing or by how much it misses."""
+    recorded in docs/quantization.md, passing or by how much it misses."""
     model = zoo_model(zoo.seeded_name(FULL_SIZE, seed))
     if remedies == "all":
         check, quantization = exported_uint8(model, tmp_path)

@@ -139,7 +139,7 @@ def test_documents_are_behind_auth_unless_public(tmp_path, public):
             assert test_client.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200, path
 
 
-# 9. The README's :wait example, exactly as curl sends it (-d: application/x-www-form-urlencoded).
+# 9. docs/service.md's :wait example, exactly as curl sends it (-d: application/x-www-form-urlencoded).
 @pytest.mark.slow
 def test_curl_without_a_content_type_is_read_as_json(idle_server, canary_model):
     imported = idle_server.call("POST", f"{PARENT}/models:import", json={"sourceUri": str(canary_model)})

@@ -62,7 +62,7 @@ CASES = [
     for cell in cells
 ]
 # What a briefly trained variant must reach on the held-out digits to count as a real classifier
-# (chance is 10%); what each reaches is in the README's zoo section. Training on two threads is not
+# (chance is 10%); what each reaches is in docs/zoo.md. Training on two threads is not
 # bit-reproducible: efficientnet_v2_b0_32's one epoch reached 73.9% in one run and 68.9% in another.
 MIN_ACCURACY = 0.5
 

@@ -1,6 +1,6 @@
 """The zoo matrix (benchmarks/zoo_matrix.py): a subset of its cells that covers every zoo family and
-every format, each run for real and held to the last full run's outcome; and the README's table,
-which must be the one that run's raw results (benchmarks/zoo_matrix.json) render."""
+every format, each run for real and held to the last full run's outcome; and the table in
+docs/zoo.md, which must be the one that run's raw results (benchmarks/zoo_matrix.json) render."""
 
 import importlib.util
 import json
@@ -54,14 +54,16 @@ def last_run() -> dict:
     return json.loads(matrix.RESULTS_FILE.read_text())
 
 
-def test_the_readme_table_is_the_last_full_run():
+def test_the_docs_table_is_the_last_full_run():
     run = last_run()
     assert run["models"] == list(zoo.ZOO) and run["cells"] == [cell.name for cell in matrix.CELLS]
     recorded = {(r["model"], r["cell"]) for r in run["results"]}
     not_run = {tuple(cell) for cell in run.get("notRun", {}).get("cells", [])}
     assert not recorded & not_run and run.get("notRun", {}).get("reason", "stated") != ""
     assert recorded | not_run == {(m, c) for m in run["models"] for c in run["cells"]}, "every cell shown"
-    assert matrix.readme_table(matrix.README.read_text()) == matrix.render_table(run)
+    assert matrix.page_table(matrix.TABLE_PAGE.read_text()) == matrix.render_table(run), (
+        "docs/zoo.md's table is stale: run `.venv/bin/python benchmarks/zoo_matrix.py --table`"
+    )
 
 
 def test_the_subset_covers_every_family_and_every_format():

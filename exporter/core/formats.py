@@ -2,7 +2,7 @@
 
 Every ``modelFormat`` is a row: what it writes, which destination it takes, the params it
 accepts (defaults and allowed values) and what it builds on. The request contract, the CLI's
-help, ``exporter formats`` and the README's table are all derived from these rows; nothing
+help, ``exporter formats`` and the README's and docs/formats.md's tables are all derived from these rows; nothing
 else lists formats or params.
 """
 
@@ -332,7 +332,7 @@ def describe_formats() -> list[dict]:
 
 
 def formats_markdown() -> str:
-    """The table in Markdown, as the README carries it (a test keeps the two equal)."""
+    """The table in Markdown, as the README and docs/formats.md carry it (a test keeps them equal)."""
     lines = [
         "| modelFormat | destination | artifacts | params: default (allowed) |",
         "| --- | --- | --- | --- |",

@@ -1,6 +1,6 @@
 """The model manifest (``manifest.json`` in a model folder): what the SavedModel cannot say.
 
-Its schema is written down in the README; keep the two in step.
+Its schema is written down in docs/models.md; keep the two in step.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class ServiceSettings(BaseSettings):
     # starts a fresh one (TensorFlow and the converters keep memory they do not give back).
     worker_max_jobs: int = Field(default=20, ge=1)
     worker_max_rss_mb: int = Field(default=2048, ge=64)
-    # Where each export's convert and verify steps run (README, "Security model"): "required" (in
+    # Where each export's convert and verify steps run (docs/security.md, "Sandbox"): "required" (in
     # bubblewrap; exports are refused where it cannot start), "auto" (bubblewrap, else a child
     # process under the limits only) or "off" (in the worker process itself).
     sandbox: Literal["required", "auto", "off"] = "required"
