@@ -1,5 +1,5 @@
 # The two commands of the README, and a quick test loop.
-.PHONY: setup export lint test test-fast zoo zoo-test op-policy
+.PHONY: setup export lint test test-fast test-py312 zoo zoo-test op-policy
 
 setup:
 	bash scripts/setup.sh
@@ -19,6 +19,10 @@ lint: setup
 
 test: lint
 	.venv/bin/python -m pytest
+
+# The package on Python 3.12 (CI runs it after make test; scripts/test_py312.sh says what it covers).
+test-py312:
+	bash scripts/test_py312.sh
 
 # Leaves out the end-to-end runs through subprocesses (marked slow).
 test-fast: setup

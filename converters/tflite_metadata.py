@@ -4,7 +4,8 @@ Written with the flatbuffers bindings of the TFLite metadata schema that ship in
 wheel (its metadata writers fail to import in this stack, and tflite-support needs protobuf < 5).
 The metadata goes into a buffer named ``TFLITE_METADATA`` of the model, and the labels file is
 appended as a zip member, as tflite-support's MetadataPopulator does, so MediaPipe Tasks finds
-``dict.txt`` inside the model with no side files.
+``dict.txt`` inside the model with no side files. Reading it back needs no MediaPipe:
+``exporter.core.tflite_metadata_reader`` walks the few tables it needs with the flatbuffers runtime.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import zipfile
 
 import numpy as np
 
-from exporter.core.labels import LABELS_FILE, labels_text, parse_labels
+from exporter.core.labels import LABELS_FILE, labels_text
+from exporter.core.tflite_metadata_reader import METADATA_NAME, SCORES_BY_OUTPUT_NAME, read_tflite_metadata
 
-METADATA_NAME = "TFLITE_METADATA"
+__all__ = ["METADATA_NAME", "SCORES_BY_OUTPUT_NAME", "embed_metadata", "read_metadata"]
 
 
 def _metadata_bytes(source, description: str, version: str, mean, std, scores_kind: str) -> bytes:
@@ -106,36 +108,9 @@ def embed_metadata(
     return packed.getvalue()
 
 
-# What the output tensor's metadata is named, by what its scores are (tflite-support's classifier
-# names it "probability").
-SCORES_BY_OUTPUT_NAME = {"probability": "probabilities", "logits": "logits"}
-
-
 def read_metadata(model_bytes: bytes) -> dict | None:
     """The embedded metadata as a small dict (name, normalization, labels, what the scores are), or None.
 
-    ``scores`` is ``probabilities`` or ``logits`` by the output tensor's name, None for another name."""
-    from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
-    from mediapipe.tasks.metadata import schema_py_generated as schema
-
-    model = schema.Model.GetRootAsModel(model_bytes, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name().decode() != METADATA_NAME:
-            continue
-        raw = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
-        found = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAsModelMetadata(raw, 0))
-        (subgraph,) = found.subgraphMetadata
-        normalization = subgraph.inputTensorMetadata[0].processUnits[0].options
-        output_name = subgraph.outputTensorMetadata[0].name
-        output_name = output_name.decode() if isinstance(output_name, bytes) else output_name
-        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
-            labels = parse_labels(archive.read(LABELS_FILE).decode("utf-8"))
-        return {
-            "name": found.name.decode() if isinstance(found.name, bytes) else found.name,
-            "mean": list(map(float, normalization.mean)),
-            "std": list(map(float, normalization.std)),
-            "labels": labels,
-            "scores": SCORES_BY_OUTPUT_NAME.get(output_name),
-        }
-    return None
+    ``scores`` is ``probabilities`` or ``logits`` by the output tensor's name, None for another name.
+    Read with the flatbuffers runtime alone (no MediaPipe import): see exporter.core.tflite_metadata_reader."""
+    return read_tflite_metadata(model_bytes)

@@ -37,24 +37,52 @@ class Classifier:
 
 
 def _tflite_classifier(path: Path) -> Classifier:
-    from converters.tflite_metadata import read_metadata
-    from converters.tflite_runtime import TFLiteModel
-    from exporter.core.images import load_pixels, normalize
+    # Only what a plain ai_edge_litert script imports (`exporter predict` should answer about as fast):
+    # not converters.tflite_runtime, whose package __init__ registers every converter and builds the
+    # manifest's pydantic models, more time than the rest of the command; nor MediaPipe, whose
+    # generated schema classes took seconds and hundreds of MB to import for four fields of metadata
+    # that the flatbuffers runtime reads alone.
+    from ai_edge_litert.interpreter import Interpreter
 
-    metadata = read_metadata(path.read_bytes())
+    from exporter.core.images import load_pixels, normalize
+    from exporter.core.tflite_metadata_reader import read_tflite_metadata
+
+    metadata = read_tflite_metadata(path.read_bytes())
     if metadata is None:
         raise ExportError(
             Code.FAILED_PRECONDITION,
             f"{path.name} has no embedded TFLite metadata: its labels and input normalization are "
             "unknown (exports of this engine always embed them)",
         )
-    model = TFLiteModel(path)
-    _, height, width, _ = (int(d) for d in model.input["shape"])
+    if metadata["mean"] is None or metadata["std"] is None:
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            f"{path.name}'s TFLite metadata states no input normalization (NormalizationOptions of "
+            "its input tensor): the values it takes are unknown",
+        )
+    interpreter = Interpreter(model_path=str(path), num_threads=2)
+    interpreter.allocate_tensors()
+    given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    _, height, width, _ = (int(d) for d in given["shape"])
+
+    def score(image: np.ndarray) -> np.ndarray:
+        """Scores [C] of one normalized float image, quantized in and dequantized out as
+        converters.tflite_runtime.TFLiteModel.predict_one does (with the tensors' own scale and zero point)."""
+        if np.issubdtype(given["dtype"], np.integer):
+            scale, zero_point = given["quantization"]
+            info = np.iinfo(given["dtype"])
+            image = np.clip(np.round(image / scale + zero_point), info.min, info.max)
+        interpreter.set_tensor(given["index"], image.astype(given["dtype"])[None])
+        interpreter.invoke()
+        raw = interpreter.get_tensor(taken["index"])[0]
+        if np.issubdtype(taken["dtype"], np.integer):
+            scale, zero_point = taken["quantization"]
+            return (raw.astype(np.float32) - zero_point) * scale
+        return raw.astype(np.float32)
 
     def classify(images: list[Path]) -> tuple[np.ndarray, list[str]]:
         rows = [
-            model.predict_one(normalize(load_pixels(image, height, width), metadata["mean"], metadata["std"]))
-            for image in images
+            score(normalize(load_pixels(image, height, width), metadata["mean"], metadata["std"])) for image in images
         ]
         return np.stack(rows), metadata["labels"]
 

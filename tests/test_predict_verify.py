@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,97 @@ def test_labels_with_spaces_survive_the_round_trip(canary_model, tmp_path):
     assert (exported / "dict.txt").read_text().splitlines() == spaced
     files = list_images(model / "images" / "heldout")[::25]
     assert [p.top[0][0] for p in predict(exported / "model.tflite", files)] == [f.parent.name for f in files]
+
+
+def mediapipe_reading(model_bytes: bytes) -> dict:
+    """The embedded metadata as MediaPipe's generated schema classes read it (predict's former path)."""
+    from mediapipe.tasks.metadata import metadata_schema_py_generated as meta
+    from mediapipe.tasks.metadata import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    (entry,) = [
+        model.Metadata(i) for i in range(model.MetadataLength()) if model.Metadata(i).Name() == b"TFLITE_METADATA"
+    ]
+    raw = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    found = meta.ModelMetadata.GetRootAsModelMetadata(raw, 0)
+    subgraph = found.SubgraphMetadata(0)
+    unit = subgraph.InputTensorMetadata(0).ProcessUnits(0)
+    assert unit.OptionsType() == meta.ProcessUnitOptions.NormalizationOptions
+    normalization = meta.NormalizationOptions()
+    normalization.Init(unit.Options().Bytes, unit.Options().Pos)
+    return {
+        "raw": raw,
+        "name": found.Name().decode(),
+        "mean": [float(normalization.Mean(i)) for i in range(normalization.MeanLength())],
+        "std": [float(normalization.Std(i)) for i in range(normalization.StdLength())],
+        "output_name": subgraph.OutputTensorMetadata(0).Name().decode(),
+    }
+
+
+@pytest.mark.parametrize("mode", ["uint8", "float32"])
+def test_the_flatbuffers_reader_reads_what_mediapipe_reads(tflite_exports, digits_model, mode):
+    from converters.tflite_metadata import SCORES_BY_OUTPUT_NAME, read_metadata
+    from exporter.core.tflite_metadata_reader import metadata_buffer, read_tflite_metadata
+
+    model_bytes = (Path(tflite_exports["digits", mode][1].output_dir) / "model.tflite").read_bytes()
+    expected = mediapipe_reading(model_bytes)
+    found = read_tflite_metadata(model_bytes)
+    assert metadata_buffer(model_bytes) == expected["raw"]
+    assert found["name"] == expected["name"] == read_model(digits_model).display_name
+    assert found["mean"] == expected["mean"] and len(found["mean"]) == 3
+    assert found["std"] == expected["std"] and len(found["std"]) == 3
+    assert found["scores"] == SCORES_BY_OUTPUT_NAME[expected["output_name"]]
+    assert found["labels"] == list(read_model(digits_model).labels)
+    assert read_metadata(model_bytes) == found
+
+
+def test_the_reader_finds_a_buffer_stored_outside_the_flatbuffer(tflite_exports):
+    """Models over 2 GB keep buffers after the flatbuffer (Buffer.offset and size, from the file's
+    start): the same metadata, moved there, reads the same."""
+    import io
+    import zipfile
+
+    import flatbuffers
+    from mediapipe.tasks.metadata import schema_py_generated as schema
+
+    from exporter.core.tflite_metadata_reader import read_tflite_metadata
+
+    model_bytes = (Path(tflite_exports["digits", "uint8"][1].output_dir) / "model.tflite").read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    (entry,) = [m for m in model.metadata if m.name == b"TFLITE_METADATA"]
+    moved = model.buffers[entry.buffer]
+    raw = bytes(moved.data)
+
+    def packed(offset: int) -> bytes:
+        moved.data, moved.offset, moved.size = None, offset, len(raw)
+        builder = flatbuffers.Builder(len(model_bytes))
+        builder.Finish(model.Pack(builder), b"TFL3")
+        return bytes(builder.Output())
+
+    head = packed(1 << 40)  # any offset > 1 gives the flatbuffer its size: then point just past it
+    head = packed(len(head))
+    assert moved.offset == len(head)
+    moved_model = io.BytesIO(head + raw)
+    with zipfile.ZipFile(moved_model, "a") as archive, zipfile.ZipFile(io.BytesIO(model_bytes)) as labels:
+        archive.writestr("dict.txt", labels.read("dict.txt"))
+    assert read_tflite_metadata(moved_model.getvalue()) == read_tflite_metadata(model_bytes)
+
+
+def test_predict_on_a_tflite_imports_neither_mediapipe_nor_tensorflow(tflite_exports, canary_model):
+    model = Path(tflite_exports["canary", "uint8"][1].output_dir) / "model.tflite"
+    files = [str(f) for f in heldout(canary_model, 3)]
+    script = (
+        "import sys\n"
+        "from exporter.predict import predict\n"
+        f"found = [p.top[0][0] for p in predict({str(model)!r}, {files!r})]\n"
+        "assert found == sys.argv[1:], found\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('mediapipe', 'tensorflow'))\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *(Path(f).parent.name for f in files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
