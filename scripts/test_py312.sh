@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON312:-python3.12}
-if ! command -v "$python" >/dev/null; then
+# A pyenv shim exists even where 3.12 is not among pyenv's selected versions: ask pyenv for it then.
+if ! "$python" --version >/dev/null 2>&1 && command -v pyenv >/dev/null; then
+  python="$(pyenv root)/versions/$(pyenv versions --bare | grep -m1 '^3\.12')/bin/python"
+fi
+if ! "$python" --version >/dev/null 2>&1; then
   echo "test-py312: Python 3.12 is required (set PYTHON312 to its interpreter)" >&2
   exit 1
 fi
