@@ -64,7 +64,7 @@ def median_ms(run, runs: int, warmup: int = 10) -> float:
 
 
 def tflite_latency(path: Path, threads: int, image: np.ndarray, runs: int) -> float:
-    from converters.tflite_runtime import TFLiteModel
+    from exporter.core.tflite_model import TFLiteModel
 
     model = TFLiteModel(path, threads=threads)
     return median_ms(lambda: model.predict_one(image), runs)

@@ -36,12 +36,12 @@ from converters.output_scores import plan_scores, scores_function
 from converters.signature import load_serving_signature
 from converters.tflite_input import InputPlan, consumer_scores, input_plan
 from converters.tflite_metadata import embed_metadata, read_metadata
-from converters.tflite_runtime import TFLiteModel
 from converters.verification import Tolerance, VerificationFailed, compare, make_reference
 from exporter.core.errors import ExportError
 from exporter.core.images import list_images, load_image_set
 from exporter.core.labels import write_labels
 from exporter.core.report import engine_version
+from exporter.core.tflite_model import TFLiteModel
 
 MODEL_FILE = "model.tflite"
 METADATA_FILE = "tflite_metadata.json"

@@ -4,7 +4,7 @@
 
     result = exporter.export("my_model", "tflite", output="exports", quantization="uint8")
 
-``export`` and ``verify`` (``exporter.api``) take what the command line takes and return typed
+``export``, ``verify`` and ``predict`` take what the command line takes and return typed
 results; ``export_model(model_dir, output_config)`` is the same export with the REST API's request
 JSON. The heavy libraries load only when an export runs.
 """
@@ -17,6 +17,8 @@ import importlib
 _EXPORTS = {
     "export": "exporter.api",
     "verify": "exporter.api",
+    "predict": "exporter.prediction",
+    "Prediction": "exporter.prediction",
     "Export": "exporter.api",
     "export_model": "exporter.run",
     "ExportResult": "exporter.run",

@@ -22,6 +22,7 @@ from exporter.cli_benchmark import benchmark
 from exporter.cli_service import models_app, operations_app, serve, worker
 from exporter.core.errors import Code, ExportError
 from exporter.core.formats import DEFAULT_FORMAT, FORMAT_NAMES, describe_formats, formats_markdown
+from exporter.launcher import print_error, quiet_libraries
 
 app = typer.Typer(
     add_completion=False,
@@ -222,27 +223,12 @@ def predict(
 ) -> None:
     """Classify images with an exported artifact (top-k labels and scores, and whether the scores
     are probabilities or logits, as the artifact states)."""
-    from exporter.predict import predict as run_predict
+    from exporter.prediction import predict as run_predict
     from exporter.terminal import print_predictions
 
     with native_logs_captured():
         predictions = run_predict(artifact, image, top_k=top_k)
-    if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "image": p.image,
-                        "scores": p.scores,
-                        "top": [{"label": label, "score": score} for label, score in p.top],
-                    }
-                    for p in predictions
-                ],
-                indent=2,
-            )
-        )
-    else:
-        print_predictions(predictions)
+    print_predictions(predictions, as_json=as_json)
 
 
 @app.command()
@@ -334,14 +320,6 @@ class StopSignals:
 STOP_SIGNALS = StopSignals()
 
 
-def _quiet_libraries() -> None:
-    # TensorFlow's C++ and absl logging would bury the one line a user needs to read.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    # tensorflow_decision_forests (imported by tensorflowjs) would import IPython otherwise.
-    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
-
-
 # The modules of the optional extras (pyproject.toml), for the error a command meets without its extra.
 EXTRA_OF_MODULE = {
     "fastapi": "service",
@@ -363,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
-    _quiet_libraries()
+    quiet_libraries()
     STOP_SIGNALS.install()
     try:
         status = typer.main.get_command(app).main(args=args, prog_name="exporter", standalone_mode=False)
@@ -373,12 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             sys.stderr.write(DEBUG.get("native_log", ""))
             traceback.print_exc()
-        kept = getattr(error, "report_path", None)  # an ExportFailed's report, kept without artifacts
-        where = f" (the failed attempt's report: {kept})" if kept else ""
-        print(f"exporter: {error.code.name}: {' '.join(error.message.split())}{where}", file=sys.stderr)
-        if isinstance(error, Stopped):
-            return 128 + error.signum  # the shell's convention for a process ended by a signal
-        return 2 if error.code is Code.INVALID_ARGUMENT else 1
+        return print_error(error)
     except KeyboardInterrupt:
         print("exporter: CANCELLED: interrupted", file=sys.stderr)
         return 130

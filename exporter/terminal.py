@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 import time
+from functools import cached_property
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-
+# rich is imported where a table or a bar is drawn, not here: `exporter predict` on a pipe draws
+# neither and answers sooner without it.
 if TYPE_CHECKING:
-    from exporter.run import ExportResult
+    from rich.console import Console
 
-STDERR = Console(stderr=True)
-STDOUT = Console()
+    from exporter.run import ExportResult
 
 
 class NativeStderr:
@@ -31,15 +30,21 @@ class NativeStderr:
         self.saved = os.dup(2)
         self.log = tempfile.TemporaryFile()
         os.dup2(self.log.fileno(), 2)
-        # What we mean to show still goes to the real stderr.
-        self.console = Console(file=os.fdopen(os.dup(self.saved), "w"), stderr=True)
         return self
+
+    @cached_property
+    def console(self) -> Console:
+        """A console on the real stderr, for what we mean to show while the log goes aside."""
+        from rich.console import Console
+
+        return Console(file=os.fdopen(os.dup(self.saved), "w"), stderr=True)
 
     def __exit__(self, *exc) -> None:
         sys.stderr.flush()
         os.dup2(self.saved, 2)
+        if "console" in self.__dict__:
+            self.console.file.close()
         os.close(self.saved)
-        self.console.file.close()
 
     def text(self) -> str:
         self.log.seek(0)
@@ -51,7 +56,9 @@ class StageProgress:
     line per finished stage elsewhere (``mode="lines"``: a log or a CI job sees it advance), or
     nothing (``mode="off"``: ``--json``)."""
 
-    def __init__(self, stages: tuple[str, ...], console: Console = STDERR, mode: str = "bar"):
+    def __init__(self, stages: tuple[str, ...], console: Console, mode: str = "bar"):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.stages, self.console, self.mode = stages, console, mode
         self.started: dict[str, float] = {}
         self.bar = Progress(
@@ -103,13 +110,16 @@ def show(title: str, headers: tuple[str, ...], rows: list[tuple[str, ...]], show
     """Rows on stdout, never cut: a table on a terminal (long values fold onto the next line), plain
     lines elsewhere (``key: value`` rows; a multi-column row as its first cell and ``  column: value``
     lines), which a pipe or a log keeps whole at any width."""
-    if STDOUT.is_terminal:
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table(title=title, show_lines=show_lines)
         for header in headers:
             table.add_column(header, overflow="fold")
         for row in rows:
             table.add_row(*row)
-        STDOUT.print(table)
+        Console().print(table)
         return
     lines = [title]
     for first, *rest in rows:
@@ -172,7 +182,14 @@ SCORES_TITLES = {
 }
 
 
-def print_predictions(predictions) -> None:
+def print_predictions(predictions, as_json: bool = False) -> None:
+    if as_json:
+        entries = [
+            {"image": p.image, "scores": p.scores, "top": [{"label": label, "score": score} for label, score in p.top]}
+            for p in predictions
+        ]
+        print(json.dumps(entries, indent=2))
+        return
     kind = predictions[0].scores if predictions else None  # one artifact: one kind
     title, unit = SCORES_TITLES.get(kind, SCORES_TITLES[None])
     rows = [(p.image, ", ".join(f"{label} ({score:.3f})" for label, score in p.top)) for p in predictions]

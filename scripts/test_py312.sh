@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 python=${PYTHON312:-python3.12}
 # A pyenv shim exists even where 3.12 is not among pyenv's selected versions: ask pyenv for it then.
 if ! "$python" --version >/dev/null 2>&1 && command -v pyenv >/dev/null; then
-  python="$(pyenv root)/versions/$(pyenv versions --bare | grep -m1 '^3\.12')/bin/python"
+  # (the list read whole first: grep -m1 on a pipe would end pyenv by SIGPIPE, a failure under pipefail)
+  versions="$(pyenv versions --bare)"
+  python="$(pyenv root)/versions/$(grep -m1 '^3\.12' <<<"$versions")/bin/python"
 fi
 if ! "$python" --version >/dev/null 2>&1; then
   echo "test-py312: Python 3.12 is required (set PYTHON312 to its interpreter)" >&2
@@ -18,7 +20,9 @@ fi
 stamp=".venv-py312/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   [ -x .venv-py312/bin/python ] || "$python" -m venv .venv-py312
-  .venv-py312/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+  # The 3.11 lock as constraints: the same versions where they exist for 3.12 (an open resolve
+  # backtracked through dozens of kombu releases to one that no longer builds).
+  .venv-py312/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
   rm -f .venv-py312/.installed-*
   touch "$stamp"
 fi

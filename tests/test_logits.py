@@ -15,12 +15,12 @@ from conftest import run_cli
 from converters.coreml import check_spec, probabilities_producer
 from converters.node_runtime import tfjs_predict
 from converters.output_scores import describe, is_probability_distribution, softmax
-from converters.tflite_runtime import TFLiteModel
 from converters.verification import Reference, Tolerance, compare, make_reference, source_scores
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import load_image_set, normalize
 from exporter.core.model_source import read_model
-from exporter.predict import predict
+from exporter.core.tflite_model import TFLiteModel
+from exporter.prediction import predict
 from exporter.run import export_model
 
 SHARPNESS, SHIFT = 12.0, -4.0  # logits = 12 p - 4: outside 0..1, rows not summing to 1, the canary's top-1

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from converters.tflite_metadata import read_metadata
-from converters.tflite_runtime import TFLiteModel
 from exporter.core.images import load_image_set, normalize
 from exporter.core.model_source import read_model
+from exporter.core.tflite_model import TFLiteModel
 
 NEAR_TIE = 0.01
 

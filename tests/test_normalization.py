@@ -12,9 +12,9 @@ import pytest
 
 from converters.tflite_input import consumer_scores
 from converters.tflite_metadata import read_metadata
-from converters.tflite_runtime import TFLiteModel
 from converters.verification import make_reference
 from exporter.core.model_source import read_model
+from exporter.core.tflite_model import TFLiteModel
 from exporter.run import export_model
 
 # Per-channel, far from one another, so that a consumer who applies one of them gets wrong inputs.

@@ -13,7 +13,7 @@ from converters.tflite import convert_to_tflite
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import list_images
 from exporter.core.model_source import read_model
-from exporter.predict import predict
+from exporter.prediction import predict
 from exporter.run import verify_export
 
 
@@ -199,7 +199,7 @@ def test_predict_on_a_tflite_imports_neither_mediapipe_nor_tensorflow(tflite_exp
     files = [str(f) for f in heldout(canary_model, 3)]
     script = (
         "import sys\n"
-        "from exporter.predict import predict\n"
+        "from exporter.prediction import predict\n"
         f"found = [p.top[0][0] for p in predict({str(model)!r}, {files!r})]\n"
         "assert found == sys.argv[1:], found\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('mediapipe', 'tensorflow'))\n"
@@ -212,3 +212,61 @@ def test_predict_on_a_tflite_imports_neither_mediapipe_nor_tensorflow(tflite_exp
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _launch(argv: list[str], entry: str) -> subprocess.CompletedProcess:
+    """argv run through `entry` (exporter.launcher, the console script, or exporter.cli) in a fresh process;
+    stderr's last line lists the heavy modules the command imported."""
+    script = (
+        "import sys\n"
+        f"from {entry} import main\n"
+        "status = main(sys.argv[1:])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'pydantic', 'rich', 'tensorflow', 'converters'})\n"
+        "print('imported:', ','.join(heavy), file=sys.stderr)\n"
+        "sys.exit(status)\n"
+    )
+    return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--top-k=2"]])
+def test_the_console_scripts_predict_answers_as_the_full_command_line_does(tflite_exports, canary_model, extra):
+    """The console script parses predict's plain form itself, without typer, pydantic or rich; what
+    it prints is what the typer command prints for the same arguments."""
+    model = str(Path(tflite_exports["canary", "uint8"][1].output_dir) / "model.tflite")
+    argv = ["predict", model, *map(str, heldout(canary_model, 3)), *extra]
+    fast, full = _launch(argv, "exporter.launcher"), _launch(argv, "exporter.cli")
+    assert fast.returncode == full.returncode == 0, fast.stderr + full.stderr
+    assert fast.stdout == full.stdout and fast.stdout.strip()
+    assert fast.stderr.splitlines()[-1] == "imported: "
+    assert "typer" in full.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--top-k", "0"], "INVALID_ARGUMENT"),  # typer's bound (min 1) answers, with its message
+        (["--top", "2"], "INVALID_ARGUMENT"),  # no abbreviations: typer names the unknown flag
+        (["-h"], "Usage: exporter predict"),
+    ],
+)
+def test_what_the_fast_form_does_not_parse_goes_to_the_full_command_line(tflite_exports, canary_model, argv, expected):
+    model = str(Path(tflite_exports["canary", "uint8"][1].output_dir) / "model.tflite")
+    image = str(heldout(canary_model, 1)[0])
+    done = _launch(["predict", model, image, *argv], "exporter.launcher")
+    assert expected in done.stdout + done.stderr
+    assert "typer" in done.stderr.splitlines()[-1]
+
+
+def test_the_fast_predict_takes_the_typer_commands_arguments():
+    """One set of arguments: the argparse form names the typer command's parameters and flags."""
+    import typer
+
+    from exporter.cli import app
+    from exporter.launcher import _predict_arguments
+
+    command = typer.main.get_command(app).commands["predict"]
+    typer_names = {param.name: sorted(param.opts) for param in command.params if param.name != "help"}
+    parsed = _predict_arguments(["a.tflite", "b.png"])
+    assert set(vars(parsed)) == set(typer_names)
+    flags = {name: opts for name, opts in typer_names.items() if opts[0].startswith("-")}
+    assert flags == {"top_k": ["--top-k"], "as_json": ["--json"]}

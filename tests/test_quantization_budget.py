@@ -12,9 +12,9 @@ import pytest
 
 from converters import REGISTRY
 from converters.quantization_budget import float_layer_groups
-from converters.tflite_runtime import TFLiteModel
 from exporter.core.errors import Code, ExportError
 from exporter.core.model_source import read_model
+from exporter.core.tflite_model import TFLiteModel
 from exporter.failed_export import ExportFailed
 from exporter.run import export_model
 

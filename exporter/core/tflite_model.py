@@ -3,6 +3,9 @@
 Quantized inputs are fed by quantizing the normalized float input with the input tensor's own
 scale and zero point; quantized outputs are dequantized the same way, so every mode is compared
 on the same float scale as the source.
+
+It lives in the core, not with the tflite converter: the converter's verification and
+``exporter predict`` share it, and predict must not import the converters package.
 """
 
 from __future__ import annotations

@@ -38,14 +38,13 @@ class Classifier:
 
 def _tflite_classifier(path: Path) -> Classifier:
     # Only what a plain ai_edge_litert script imports (`exporter predict` should answer about as fast):
-    # not converters.tflite_runtime, whose package __init__ registers every converter and builds the
-    # manifest's pydantic models, more time than the rest of the command; nor MediaPipe, whose
-    # generated schema classes took seconds and hundreds of MB to import for four fields of metadata
-    # that the flatbuffers runtime reads alone.
-    from ai_edge_litert.interpreter import Interpreter
-
+    # not the converters package, whose __init__ registers every converter and builds the manifest's
+    # pydantic models, more time than the rest of the command; nor MediaPipe, whose generated schema
+    # classes took seconds and hundreds of MB to import for four fields of metadata that the
+    # flatbuffers runtime reads alone.
     from exporter.core.images import load_pixels, normalize
     from exporter.core.tflite_metadata_reader import read_tflite_metadata
+    from exporter.core.tflite_model import TFLiteModel
 
     metadata = read_tflite_metadata(path.read_bytes())
     if metadata is None:
@@ -60,31 +59,12 @@ def _tflite_classifier(path: Path) -> Classifier:
             f"{path.name}'s TFLite metadata states no input normalization (NormalizationOptions of "
             "its input tensor): the values it takes are unknown",
         )
-    interpreter = Interpreter(model_path=str(path), num_threads=2)
-    interpreter.allocate_tensors()
-    given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    _, height, width, _ = (int(d) for d in given["shape"])
-
-    def score(image: np.ndarray) -> np.ndarray:
-        """Scores [C] of one normalized float image, quantized in and dequantized out as
-        converters.tflite_runtime.TFLiteModel.predict_one does (with the tensors' own scale and zero point)."""
-        if np.issubdtype(given["dtype"], np.integer):
-            scale, zero_point = given["quantization"]
-            info = np.iinfo(given["dtype"])
-            image = np.clip(np.round(image / scale + zero_point), info.min, info.max)
-        interpreter.set_tensor(given["index"], image.astype(given["dtype"])[None])
-        interpreter.invoke()
-        raw = interpreter.get_tensor(taken["index"])[0]
-        if np.issubdtype(taken["dtype"], np.integer):
-            scale, zero_point = taken["quantization"]
-            return (raw.astype(np.float32) - zero_point) * scale
-        return raw.astype(np.float32)
+    model = TFLiteModel(path)
+    _, height, width, _ = (int(d) for d in model.input["shape"])
 
     def classify(images: list[Path]) -> tuple[np.ndarray, list[str]]:
-        rows = [
-            score(normalize(load_pixels(image, height, width), metadata["mean"], metadata["std"])) for image in images
-        ]
-        return np.stack(rows), metadata["labels"]
+        pixels = np.stack([load_pixels(image, height, width) for image in images])
+        return model.predict(normalize(pixels, metadata["mean"], metadata["std"])), metadata["labels"]
 
     return Classifier(classify, metadata["scores"])
 
