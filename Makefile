@@ -33,8 +33,8 @@ test-fast: setup
 zoo: setup
 	.venv/bin/python benchmarks/zoo_matrix.py
 
-# The tests on every zoo model (the suite trains only the quick ones and 32x32 variants of the
-# others, tests/test_zoo_families.py): over an hour on two cores.
+# The tests on every zoo model and on the 32x32 variants of the slow families (the suite trains only
+# the quick ones, tests/conftest.py QUICK_ZOO_MODELS): over an hour on two cores.
 zoo-test: setup
 	.venv/bin/python -m pytest --zoo tests/test_zoo_matrix.py tests/test_zoo_families.py tests/test_edgetpu.py tests/test_normalization.py tests/test_quantization_budget.py tests/test_quantization_seeds.py
 

@@ -326,7 +326,7 @@ class CeleryFleet:
         """The worker running `name`, once its export is past the load stage."""
         row = wait_for(
             lambda: (r := self.store.get_operation(name)) and r.state == "running" and r.progress_percent >= 10 and r,
-            120,
+            300,  # a bound against a hang only: a loaded machine may take minutes to load the model
             "the export to be converting",
             every=0.05,
         )

@@ -73,7 +73,7 @@ def test_kill_9_of_a_worker_mid_export_the_other_finishes_it(live_fleet):
     fleet = live_fleet
     name = fleet.export("killed")
     fleet.holder(name).signal(signal.SIGKILL)
-    done = fleet.server.wait(name, timeout=180)
+    done = fleet.server.wait(name)
     assert "response" in done, done
     row = fleet.store.get_operation(name)
     assert (row.attempts, row.fence) == (2, 2)
@@ -87,7 +87,7 @@ def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(li
     stalled = fleet.holder(name)
     stalled.signal(signal.SIGSTOP)
     try:
-        done = fleet.server.wait(name, timeout=180)  # requeued within seconds, run by the other worker
+        done = fleet.server.wait(name)  # requeued within seconds, run by the other worker
     finally:
         stalled.signal(signal.SIGCONT)
     assert "response" in done, done
@@ -102,7 +102,7 @@ def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(li
 def test_a_job_delivered_again_is_a_no_op(live_fleet):
     fleet = live_fleet
     name = fleet.export("twice")
-    done = fleet.server.wait(name, timeout=180)
+    done = fleet.server.wait(name)
     assert "response" in done, done
     before = fleet.store.get_operation(name)
     app = make_celery(ServiceSettings(runner="celery", broker_url=fleet.redis.url, database_url=fleet.url))
@@ -127,7 +127,7 @@ def test_sigterm_of_a_worker_hands_its_job_back_uncounted(live_fleet):
     leaving = fleet.holder(name)
     leaving.signal(signal.SIGTERM)  # warm shutdown: 1 s of drain, then the job goes back
     assert leaving.process.wait(timeout=60) == 0
-    done = fleet.server.wait(name, timeout=180)  # sent again, run by the other worker
+    done = fleet.server.wait(name)  # sent again, run by the other worker
     assert "response" in done, done
     row = fleet.store.get_operation(name)
     assert (row.fence, row.attempts) == (2, 1), "handed back: a second claim, the first not counted"
@@ -144,7 +144,7 @@ def test_restart_of_the_api_during_a_run_loses_nothing(live_fleet):
     fleet.holder(name)
     fleet.server.stop()  # the job runs on in its worker meanwhile
     fleet.server = fleet.start_server()
-    done = fleet.server.wait(name, timeout=180)
+    done = fleet.server.wait(name)
     assert "response" in done, done
     assert fleet.store.get_operation(name).attempts == 1
     folders, staging = exports_and_staging(fleet.outputs / "api-restart")
@@ -156,7 +156,7 @@ def test_cancel_reaches_a_job_running_in_a_worker(live_fleet):
     name = fleet.export("cancelled")
     fleet.holder(name)
     assert fleet.server.call("POST", f"{name}:cancel", json={}).status_code == 200
-    done = fleet.server.wait(name, timeout=120)
+    done = fleet.server.wait(name)
     assert done["error"]["code"] == 1, done  # CANCELLED, at the worker's next stage
     assert exports_and_staging(fleet.outputs / "cancelled") == ([], [])
 

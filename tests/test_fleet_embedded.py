@@ -96,7 +96,7 @@ def test_kill_9_of_a_worker_mid_export_the_other_finishes_it(shared):
     server, store, outputs = shared
     name = _export(server, outputs, "killed")
     os.kill(_holder_pid(server, store, name), signal.SIGKILL)
-    done = server.wait(name, timeout=180)
+    done = server.wait(name)
     assert "response" in done, done
     row = store.get_operation(name)
     assert (row.attempts, row.fence) == (2, 2)  # the killed attempt counted
@@ -110,7 +110,7 @@ def test_a_job_whose_last_attempt_loses_its_worker_fails_saying_so_and_leaves_no
     server.import_model(canary_model, "canary")
     name = _export(server, outputs, "lost")
     os.kill(_holder_pid(server, store, name), signal.SIGKILL)  # after the load stage: staging exists
-    done = server.wait(name, timeout=180)
+    done = server.wait(name)
     assert done["error"]["code"] == 10 and "exited with status -9" in done["error"]["message"], done  # ABORTED
     assert exports_and_staging(outputs / "lost") == ([], [])  # no later attempt: removed as it failed
 
@@ -122,7 +122,7 @@ def test_a_worker_stopped_past_its_liveness_publishes_nothing_when_it_resumes(sh
     os.kill(stalled, signal.SIGSTOP)
     try:
         # Requeued within seconds (liveness 5 s, lease 6 s), run by the other worker to its end.
-        done = server.wait(name, timeout=180)
+        done = server.wait(name)
     finally:
         os.kill(stalled, signal.SIGCONT)
     assert "response" in done, done
@@ -151,7 +151,7 @@ def test_sigterm_of_the_server_hands_the_running_job_back_uncounted(fleet, digit
     row = store.get_operation(name)
     assert (row.state, row.attempts, row.lease_owner) == ("queued", 0, None)
     again = start(EXPORTER_MAX_ATTEMPTS="1")
-    done = again.wait(name, timeout=180)
+    done = again.wait(name)
     assert "response" in done, done
     assert store.get_operation(name).attempts == 1
     folders, staging = exports_and_staging(outputs / "out")

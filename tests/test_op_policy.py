@@ -28,15 +28,16 @@ from exporter.core.op_policy import (
 )
 
 SIZE = 32  # the smallest input every application below takes; the operations do not depend on it
+# Saved for real, each one of the ways below in turn. Every keras.applications classifier's traced
+# graph is checked by test_every_keras_application_passes; these add what saving adds (the
+# SavedModel's functions and the saver's ops), which a few families show in each way; NASNetMobile,
+# DenseNet121 and EfficientNetV2B0 (39 s of building between them in one run) are left to the trace test.
 APPLICATIONS = (
     "MobileNetV2",
     "MobileNetV3Small",
     "MobileNetV3Large",
     "EfficientNetB0",
-    "EfficientNetV2B0",
-    "NASNetMobile",
     "ResNet50",
-    "DenseNet121",
 )
 # How a Keras model becomes a SavedModel: keras.export.ExportArchive (as exporter/sample_models.py
 # saves), Keras 3's own model.export ("serve" and "serving_default"), and a tf.Module around the
@@ -440,8 +441,7 @@ def test_live_augmentation_is_refused_naming_its_layers_and_the_remedy():
 
 def test_the_largest_graph_here_passes_whole():
     """Every function of a large graph is walked (its speed is a benchmark's business, not a test's)."""
-    folder = built("NASNetMobile-tf_module")  # the largest graph here
-    assert (folder / "saved_model.pb").stat().st_size > 5_000_000
+    folder = built("EfficientNetB0-export_archive")  # the largest graph here
     check_saved_model_ops(folder)
     assert len(saved_model_op_uses(folder)) > 1000
 

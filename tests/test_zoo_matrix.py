@@ -40,8 +40,8 @@ CI_SUBSET = (
 )
 # The tf.Modules train in half a minute and export in seconds: they take every format, so the suite
 # checks every format on a zoo model, probabilities and logits, without --zoo; mobilenet_v3_small
-# (a minute to train, 30 to 60 s an export at 96x96) adds its Edge TPU cell. The cells above on the
-# other models run with --zoo; tests/test_zoo_families.py runs smaller variants of them in the suite.
+# adds its Edge TPU cell with --zoo. The cells above on the models conftest.QUICK_ZOO_MODELS leaves
+# out run with --zoo.
 QUICK_CELLS = tuple(
     (model, cell.name)
     for model in ("tf_module", "tf_module_logits")
