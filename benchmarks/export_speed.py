@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/export_speed.py [--model DIR]
 
-The engine exports tflite (all five modes), tf_saved_model, tf_js and core_ml in one process (one
-TensorFlow import, through ``exporter.run.export_model``, each export verified). The stock tools
-run one after another as a user would: the TFLiteConverter script per mode
+The engine exports tflite (all five modes), tf_saved_model, tf_js, core_ml and onnx in one process
+(one TensorFlow import, through ``exporter.run.export_model``, each export verified). The stock
+tools run one after another as a user would: the TFLiteConverter script per mode
 (stock_tflite_convert.py), ``tensorflowjs_converter``, the coremltools script
-(stock_coreml_convert.py) and a hand-written serving SavedModel re-export
-(stock_savedmodel_export.py), each a whole command. Prints the ratio of the totals, the engine's
+(stock_coreml_convert.py), a hand-written serving SavedModel re-export
+(stock_savedmodel_export.py) and tf2onnx's conversion as its command line makes it
+(stock_onnx_convert.py), each a whole command. Prints the ratio of the totals, the engine's
 time without its verification (its verification-free minimum), its time split by stage, each
 format's conversion stage against the stock tool's, and the engine process's peak memory; states
 which goals are met and, where missed, by how much. edgetpu_tflite (no Edge TPU compiler here)
@@ -33,6 +34,7 @@ ENGINE_EXPORTS = (
     ("tf_saved_model", {}),
     ("tf_js", {"quantization": "float32"}),
     ("core_ml", {"model_type": "neuralnetwork", "precision": "float32"}),
+    ("onnx", {"quantization": "float32"}),
 )
 GIB = 1 << 30
 # What the engine's convert stage does beyond the stock tool's conversion, by format.
@@ -44,6 +46,8 @@ BEYOND_STOCK = {
     "core_ml": "sets the deployment target, renames the input and rebuilds the model from its spec, and "
     "writes author, description, version and labels into the metadata",
     "tf_saved_model": "builds the serving graph with key and labels outputs and AutoML's input contract",
+    "onnx": "traces the serving signature with a dynamic batch and named input and output, writes labels "
+    "and normalization into metadata_props, and runs onnx.checker's full check",
 }
 
 
@@ -54,7 +58,7 @@ def label(model_format: str, params: dict) -> str:
 def engine_child(model: str, out: str) -> None:
     """In a fresh process: every export in turn; prints the stage seconds and peak memory."""
     # oneDNN stays on, as with the stock tools: the tf_js export converts in a fresh process
-    # without oneDNN's rewrites (converters/tfjs_graph.py), its cost counted in its convert stage.
+    # without oneDNN's rewrites (converters/tf_js/graph.py), its cost counted in its convert stage.
     from converters.load_scope import shared_loads
     from exporter.run import export_model
 
@@ -123,6 +127,12 @@ def stock_runs(model: Path, work: Path) -> dict[str, dict]:
         size,
         "neuralnetwork",
         str(work / "model.mlmodel"),
+    ]
+    commands[label("onnx", {"quantization": "float32"})] = [
+        sys.executable,
+        str(script / "stock_onnx_convert.py"),
+        str(source.saved_model_dir),
+        str(work / "model.onnx"),
     ]
     runs = {}
     for name, command in commands.items():

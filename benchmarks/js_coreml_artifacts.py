@@ -25,8 +25,8 @@ COREML = (("neuralnetwork", "float32"), ("mlprogram", "float16"))
 
 
 def measure(model: Path, images: int) -> dict:
-    from converters.browser import browser_predict
-    from converters.node_runtime import tfjs_predict
+    from converters.tf_js.browser import browser_predict
+    from converters.tf_js.node_runtime import tfjs_predict
     from converters.verification import make_reference
     from exporter.core.model_source import read_model
 

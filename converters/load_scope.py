@@ -11,7 +11,8 @@ after its export.
             export_model(model, {"modelFormat": model_format, ...})
 
 Scratch folders (``shared_folder``) are shared the same way: written once per scope, removed when
-it ends (the tflite modes all convert from one batch-1 SavedModel written for them).
+it ends (the tflite modes all convert from one batch-1 SavedModel written for them), and so is
+any context (``shared_context``: the private copy of the model an export reads).
 
 The scope is a context variable: it covers the thread (and asyncio task) that opened it. What is
 shared must not be changed by its users: loaded SavedModels are only traced and called, and the
@@ -24,7 +25,7 @@ import functools
 import shutil
 import tempfile
 from collections.abc import Callable, Hashable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -60,17 +61,25 @@ def shared(key: Hashable, build: Callable[[], T]) -> T:
 
 
 @contextmanager
+def shared_context(key: Hashable, open_context: Callable[[], AbstractContextManager[T]]) -> Iterator[T]:
+    """What the context manager `open_context()` gives, entered once per scope for `key` and exited
+    when the scope ends; outside a scope, entered for this block alone."""
+    memo = _memo.get()
+    if memo is None:
+        with open_context() as value:
+            yield value
+        return
+    if key not in memo:
+        memo[key] = memo[_CLEANUP].enter_context(open_context())
+    yield memo[key]  # type: ignore[misc]
+
+
+@contextmanager
 def shared_folder(key: Hashable, fill: Callable[[Path], None]) -> Iterator[Path]:
     """A scratch folder `fill` writes once per scope for `key` and the scope removes when it ends;
     outside a scope, filled for this block alone and removed after it."""
-    memo = _memo.get()
-    if memo is None:
-        with _scratch_folder(fill) as folder:
-            yield folder
-        return
-    if key not in memo:
-        memo[key] = memo[_CLEANUP].enter_context(_scratch_folder(fill))
-    yield memo[key]
+    with shared_context(key, lambda: _scratch_folder(fill)) as folder:
+        yield folder
 
 
 @contextmanager

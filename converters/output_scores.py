@@ -32,6 +32,9 @@ SUM_TOLERANCE = 1e-3
 KIND_SAMPLE = 32
 
 
+ANY_BATCH_INPUT = "image"  # the input's name in onnx and openvino exports, as the tflite metadata names it
+
+
 def is_probability_distribution(scores: np.ndarray) -> bool:
     """Whether every row of `scores` [N, C] is non-negative, at most 1 and sums to 1."""
     scores = np.asarray(scores, np.float64)
@@ -164,3 +167,23 @@ def scores_function(
         return {output_name or source.output_key: artifact_scores(model_scores, add_softmax)}
 
     return scores
+
+
+def any_batch_function(source, preprocess: Callable, add_softmax: bool, output_name: str):
+    """The export graph of the formats that take any batch (onnx, openvino): input ``image`` float32
+    [N, H, W, 3] through `preprocess`, output `output_name`; the serving signature loaded once per
+    ``shared_loads()`` scope and kept alive by the function."""
+    from converters.signature import load_serving_signature
+
+    serving = load_serving_signature(source.saved_model_dir)
+    shape = [None, source.height, source.width, 3]
+    function = scores_function(
+        source,
+        serving,
+        shape,
+        add_softmax=add_softmax,
+        preprocess=preprocess,
+        input_name=ANY_BATCH_INPUT,
+        output_name=output_name,
+    )
+    return function, shape

@@ -8,7 +8,7 @@ against the source on the held-out images. Each try starts from the best try so 
 1. ``calibration``: every calibration image (up to ``MAX_CALIBRATION``) instead of
    ``calibration_count``, so rarely reached activation ranges are seen;
 2. ``ranges``: every activation's range chosen from its calibration histogram instead of its
-   min/max, by each rule of converters/calibration_ranges.py (``mse``, then ``percentile``): a
+   min/max, by each rule of converters/tflite/calibration_ranges.py (``mse``, then ``percentile``): a
    few outlier activations no longer stretch a tensor's 8-bit step for every other value;
 3. ``float_head``: the classifier head (``classifier_head``: the output's ops back to the logits
    layer) kept in float, its output quantized again so the output stays integer: one 8-bit range
@@ -31,7 +31,7 @@ import csv
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -268,8 +268,13 @@ class Search:
     ``best`` is the best try so far, the one the next remedy starts from.
     """
 
-    def __init__(self, build: Callable[[Recipe], bytes], measure: Callable[[bytes], dict]):
-        self._build, self._measure = build, measure
+    def __init__(
+        self,
+        build: Callable[[Recipe], bytes],
+        measure: Callable[[bytes], dict],
+        latency: Callable[[bytes], float] = latency_ms,  # a .tflite's by default; onnx passes its own
+    ):
+        self._build, self._measure, self._latency = build, measure, latency
         self.tries: list[dict] = []
         self._models: list[bytes] = []
         self._recipes: list[Recipe] = []
@@ -297,7 +302,7 @@ class Search:
             "float_layers": list(recipe.float_layers),
             **measured,
             "bytes": len(flatbuffer),
-            "latency_ms": round(latency_ms(flatbuffer), 3),
+            "latency_ms": round(self._latency(flatbuffer), 3),
         }
         if self.tries:
             plain = self.tries[0]
@@ -319,3 +324,94 @@ class Search:
         for index, entry in enumerate(self.tries):
             entry["kept"] = index == self._best
         return self._models[self._best], self.tries
+
+
+def with_budget(tolerance, params: dict[str, str]):
+    """`tolerance` with its flip budget replaced by the ``max_disagreement`` param unless ``auto``."""
+    value = params.get("max_disagreement", "auto")
+    return tolerance if value == "auto" else replace(tolerance, max_disagreement_fraction=float(value))
+
+
+def measured(runtime: str, reference, scores: np.ndarray, tolerance, scores_kind: str, what: str) -> dict:
+    """What the verification would measure of one try's `scores` (it raises nothing)."""
+    from converters.verification import VerificationFailed, compare  # verification is the heavier module
+
+    try:
+        check = compare(runtime, reference, scores, tolerance, what=what, scores_kind=scores_kind)
+    except VerificationFailed as failed:
+        check = failed.check
+    return {
+        "decided": check.decided,
+        "agreeing": check.agreeing,
+        "flips": check.decided - check.agreeing,
+        "allowed": check.allowed_disagreements,
+        "artifact_accuracy": check.artifact_accuracy,
+        "source_accuracy": check.source_accuracy,
+        "mean_abs_diff": round(check.mean_abs_diff, 6),
+        "passed": check.passed,
+    }
+
+
+@dataclass(frozen=True)
+class RuntimeQuantizer:
+    """A runtime's own full-integer quantizer, as the shared search drives it (onnx, openvino).
+
+    ``quantize(inputs, recipe)`` makes a try from float calibration `inputs`, ``scores(candidate)``
+    runs it on the held-out pixels, ``latency(candidate)`` times one image on one thread;
+    ``range_rules`` are its activation range estimators after min/max, ``head()`` the classifier
+    head's node names to leave in float.
+    """
+
+    runtime: str
+    quantize: Callable[[np.ndarray, Recipe], object]
+    scores: Callable[[object], np.ndarray]
+    latency: Callable[[object], float]
+    range_rules: tuple[str, ...]
+    head: Callable[[], list[str]]
+
+
+def search_within_budget(source, params: dict[str, str], plan, reference, scores_kind, tolerance, what, quantizer):
+    """Plain quantization, then the remedies ``quantization_remedies`` allows, each from the best
+    try so far, until one meets `tolerance`: every calibration image, each range rule, the head in
+    float. Returns (the best try, every try as the report records them). TFLite's own search
+    (converters/tflite) adds its debugger's layers."""
+    from converters.calibration import calibration_pixels
+    from exporter.core.images import list_images
+
+    pixels_by_count: dict[int, np.ndarray] = {}
+
+    def pixels(images: int) -> np.ndarray:
+        if images not in pixels_by_count:
+            pixels_by_count[images] = calibration_pixels(source, images)
+        return pixels_by_count[images]
+
+    def build(recipe: Recipe):
+        return quantizer.quantize(plan.feed(pixels(recipe.calibration_images)), recipe)
+
+    def measure(candidate) -> dict:
+        return measured(quantizer.runtime, reference, quantizer.scores(candidate), tolerance, scores_kind, what)
+
+    steps = REMEDY_STEPS[params.get("quantization_remedies", "all")]
+    images = len(list_images(source.calibration_dir))
+    count, available = min(int(params["calibration_count"]), images), min(images, MAX_CALIBRATION)
+    search = Search(build, measure, latency=quantizer.latency)
+    search.attempt("plain", Recipe(count))
+    if "calibration" in steps and available > count:
+        search.attempt("calibration", replace(search.best, calibration_images=available))
+    if "ranges" in steps:
+        for rule in quantizer.range_rules:
+            search.attempt("ranges", replace(search.best, range_rule=rule))
+    if "float_head" in steps and not search.passed:
+        layers = tuple(quantizer.head())
+        if layers and not set(layers) <= set(search.best.float_layers):
+            search.attempt("float_head", replace(search.best, float_layers=layers))
+    return search.result()
+
+
+def tries_record(tolerance, params: dict[str, str], tries: list[dict]) -> dict:
+    """What the format's metadata file records of the search (onnx, openvino)."""
+    return {
+        "maxDisagreement": tolerance.max_disagreement_fraction,
+        "remediesAllowed": params.get("quantization_remedies", "all"),
+        "tries": tries,
+    }

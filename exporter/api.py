@@ -105,8 +105,10 @@ def export(
     `params` are the format's params (``exporter formats`` lists them), e.g. ``quantization="uint8"``
     or ``max_disagreement=0.01``; values may be given as numbers. `images` is a folder of calibration
     and held-out images when the model folder has none, `labels` a labels file when it has no
-    ``dict.txt``, `input_size` (height, width) when the signature leaves it unknown. `sandbox` runs
-    the conversion confined (no network, read-only files, limits): for models you did not make.
+    ``dict.txt``, `input_size` (height, width) when the signature leaves it unknown. The conversion
+    and verification run in a child process under the ``EXPORTER_SANDBOX_*`` CPU, memory and
+    wall-clock limits; `sandbox` also confines them with bubblewrap (no network, read-only files):
+    for models you did not make.
 
     Example: ``exporter.export("my_model.keras", "tf_js", output="exports").folder`` is the new
     export folder under ``exports/``.
@@ -132,7 +134,7 @@ def export(
     check_model_path(Path(model), flag="model")
     _quiet_tensorflow()
     from exporter.run import export_model
-    from exporter.sandbox import Sandbox
+    from exporter.sandbox import BUBBLEWRAP, LIMITS_ONLY, Sandbox
 
     with _logs(verbose):
         result = export_model(
@@ -141,7 +143,7 @@ def export(
             images=images,
             labels=labels,
             input_size=input_size,
-            sandbox=Sandbox() if sandbox else None,
+            sandbox=Sandbox.from_environment(BUBBLEWRAP if sandbox else LIMITS_ONLY),
         )
     return _result(result.output_dir, result.report, result.seconds)
 

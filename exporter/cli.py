@@ -22,6 +22,7 @@ from exporter.cli_benchmark import benchmark
 from exporter.cli_service import models_app, operations_app, serve, worker
 from exporter.core.errors import Code, ExportError
 from exporter.core.formats import DEFAULT_FORMAT, FORMAT_NAMES, describe_formats, formats_markdown
+from exporter.core.stop_request import request_stop, requested_stop
 from exporter.launcher import print_error, quiet_libraries
 
 app = typer.Typer(
@@ -116,7 +117,8 @@ def export(
         bool,
         typer.Option(
             "--sandbox",
-            help="convert and verify in a sandbox (bubblewrap: no network, read-only files, limits); for untrusted models",
+            help="also confine convert and verify with bubblewrap (no network, read-only files); for untrusted "
+            "models. Without it they still run in a child process under the EXPORTER_SANDBOX_* limits",
         ),
     ] = False,
 ) -> None:
@@ -138,12 +140,15 @@ def export(
         print(f"exporter: note: {choice.note}", file=sys.stderr)
     config = output_config(choice.name, output, params)
     from exporter.run import STAGES, export_model
-    from exporter.sandbox import Sandbox
+    from exporter.sandbox import BUBBLEWRAP, LIMITS_ONLY, Sandbox
     from exporter.terminal import StageProgress, print_summary
 
+    # Convert and verify always run in a child under the limits (a bomb ends as RESOURCE_EXHAUSTED,
+    # a signal stops it at once); --sandbox adds bubblewrap's namespaces. Checked before anything loads.
+    chosen_sandbox = Sandbox.from_environment(BUBBLEWRAP if sandbox else LIMITS_ONLY)
     if choice.name == "tf_js":
         # TensorFlow is not imported yet: without oneDNN's graph rewrites it converts here, not
-        # in a second process (converters/tfjs_graph.py says why the rewrites must be off).
+        # in a second process (converters/tf_js/graph.py says why the rewrites must be off).
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     with native_logs_captured() as console:
         # The console writes to the real stderr: sys.stderr is the captured log by now, never a terminal.
@@ -163,7 +168,7 @@ def export(
                 input_size=size,
                 progress=on_stage,
                 destination_options=options,
-                sandbox=Sandbox() if sandbox else None,
+                sandbox=chosen_sandbox,
             )
     if as_json:
         print(
@@ -310,7 +315,9 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         self.signum = signum
-        raise Stopped(signum)
+        stop = Stopped(signum)
+        request_stop(stop)  # kept where the pipeline sees it, should a library swallow the raise
+        raise stop
 
     def check(self) -> None:
         if self.signum is not None:
@@ -351,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             sys.stderr.write(DEBUG.get("native_log", ""))
             traceback.print_exc()
-        return print_error(error)
+        return print_error(requested_stop() or error)
     except KeyboardInterrupt:
         print("exporter: CANCELLED: interrupted", file=sys.stderr)
         return 130
@@ -379,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # last resort: still one line, the traceback only on --debug
         if debug:
             traceback.print_exc()
+        if requested_stop() is not None:  # a library's own error, raised where the stop landed
+            return print_error(requested_stop())
         print(f"exporter: INTERNAL: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0

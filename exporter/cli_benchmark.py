@@ -53,7 +53,7 @@ def benchmark(
 
     # TF_ENABLE_ONEDNN_OPTS is left as it is: the tflite and TensorFlow rows measure TensorFlow as
     # it runs by default, and a tf_js export converts in a fresh process without oneDNN's rewrites
-    # (converters/tfjs_graph.py), as the service's workers do.
+    # (converters/tf_js/graph.py), as the service's workers do.
     format_list = _split(formats)
     with NativeStderr() as native:
         result = benchmark_model(

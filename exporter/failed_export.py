@@ -187,15 +187,16 @@ def failure_report(
     }
 
 
-def keep_report(staging: Path, final_name: str, report: dict) -> Path:
+def keep_report(folder: Path, report: dict) -> Path:
     """Write the failed attempt's report, and beside it each of the convert step's reports it holds
-    (under their usual names), into a ``.<final_name>.failed`` folder beside `staging`; return the
-    report's path."""
-    folder = staging.parent / f".{final_name}{FAILED_SUFFIX}"
-    folder.mkdir(exist_ok=True)
+    (under their usual names), into `folder`; return the report's path."""
     for name, content in report["convertReports"].items():
         (folder / name).write_text(json.dumps(content, indent=2) + "\n")
     return write_report(report, folder)
+
+
+def failed_folder_name(final_name: str) -> str:
+    return f".{final_name}{FAILED_SUFFIX}"
 
 
 def is_failed_report(report: dict) -> bool:

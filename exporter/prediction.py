@@ -1,10 +1,11 @@
 """Classify image files with an exported artifact, for a user's quick check.
 
-Takes a ``.tflite`` file (labels and normalization from its embedded metadata), an export folder
-holding one, a serving SavedModel folder (``image_bytes`` in, ``scores`` and ``labels`` out), or a
+Takes a ``.tflite``, ``.onnx`` or OpenVINO ``.xml`` file (labels and normalization from its
+embedded metadata), an export folder holding one, a serving SavedModel folder (``image_bytes`` in, ``scores`` and ``labels`` out), or a
 tf_js export folder (run in Node.js; ``dict.txt`` beside ``model.json``, and the input the export
 took from its ``export_report.json``). Every prediction says what its scores are, as the artifact
 states it: the name of the tflite output tensor's metadata (``probability`` or ``logits``), the
+onnx model's ``scores`` metadata entry, the OpenVINO IR's ``rt_info``, the
 serving SavedModel's ``assets/scores.txt``, ``model.json``'s ``userDefinedMetadata.scores``. An
 artifact that states none of them gets ``scores`` None, not a guess.
 """
@@ -74,7 +75,7 @@ def _serving_classifier(folder: Path) -> Classifier:
 
     from converters.output_scores import described_kind
     from converters.signature import load_serving_signature
-    from converters.tf_saved_model import SCORES_FILE
+    from converters.tf_saved_model.converter import SCORES_FILE
 
     serve = load_serving_signature(folder)
     stated = folder / "assets" / SCORES_FILE
@@ -90,8 +91,8 @@ def _serving_classifier(folder: Path) -> Classifier:
 
 
 def _tfjs_classifier(folder: Path) -> Classifier:
-    from converters.node_runtime import BackendRefused, tfjs_predict
-    from converters.tfjs import AUTOML_SIZE, BACKENDS, scores_kind
+    from converters.tf_js.converter import AUTOML_SIZE, BACKENDS, scores_kind
+    from converters.tf_js.node_runtime import BackendRefused, tfjs_predict
     from exporter.core.images import load_pixels, normalize
     from exporter.core.labels import LABELS_FILE, parse_labels
     from exporter.core.report import REPORT_FILE
@@ -128,6 +129,53 @@ def _tfjs_classifier(folder: Path) -> Classifier:
     return Classifier(classify, scores_kind(folder))
 
 
+def _stated(path: Path, metadata: dict, where: str) -> dict:
+    """`metadata` when it states the labels and the input's normalization, else the error."""
+    missing = [key for key in ("labels", "image_mean", "image_std") if key not in metadata]
+    if missing:
+        raise ExportError(
+            Code.FAILED_PRECONDITION,
+            f"{path.name} states no {', '.join(missing)} in its {where}: its labels or input "
+            "normalization are unknown (exports of this engine always write them)",
+        )
+    return metadata
+
+
+def _onnx_classifier(path: Path) -> Classifier:
+    from exporter.core import onnx_model
+    from exporter.core.images import load_pixels
+
+    metadata = _stated(path, onnx_model.read_metadata(path), "metadata_props")
+    run = onnx_model.session(path)
+    _, height, width, _ = run.get_inputs()[0].shape
+
+    def classify(images: list[Path]) -> tuple[np.ndarray, list[str]]:
+        pixels = np.stack([load_pixels(image, height, width) for image in images])
+        return onnx_model.scores(run, pixels, metadata["image_mean"], metadata["image_std"]), metadata["labels"]
+
+    scores = metadata.get("scores")
+    return Classifier(classify, scores if scores in ("probabilities", "logits") else None)
+
+
+def _openvino_classifier(path: Path) -> Classifier:
+    from exporter.core import openvino_model
+    from exporter.core.images import load_pixels
+
+    model = openvino_model.read_model(path)
+    metadata = _stated(path, openvino_model.read_metadata(model), "rt_info")
+    compiled = openvino_model.compile_model(model, precision=metadata.get("inference_precision"))
+    _, height, width, _ = (dim.get_length() if dim.is_static else 0 for dim in model.inputs[0].get_partial_shape())
+
+    def classify(images: list[Path]) -> tuple[np.ndarray, list[str]]:
+        pixels = np.stack([load_pixels(image, height, width) for image in images])
+        return openvino_model.scores(compiled, pixels, metadata["image_mean"], metadata["image_std"]), metadata[
+            "labels"
+        ]
+
+    scores = metadata.get("scores")
+    return Classifier(classify, scores if scores in ("probabilities", "logits") else None)
+
+
 def load_classifier(artifact: str | Path) -> Classifier:
     """The artifact at `artifact`, ready to classify image files."""
     from exporter.core.saved_model_proto import read_signatures
@@ -137,6 +185,14 @@ def load_classifier(artifact: str | Path) -> Classifier:
         path = path / "model.tflite"
     if path.is_file() and path.suffix == ".tflite":
         return _tflite_classifier(path)
+    if path.is_dir() and (path / "model.onnx").is_file():
+        path = path / "model.onnx"
+    if path.is_file() and path.suffix == ".onnx":
+        return _onnx_classifier(path)
+    if path.is_dir() and (path / "model.xml").is_file() and (path / "model.bin").is_file():
+        path = path / "model.xml"
+    if path.is_file() and path.suffix == ".xml":
+        return _openvino_classifier(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         inputs, _ = read_signatures(path).get("serving_default", ({}, {}))
         if "image_bytes" in inputs:
@@ -147,8 +203,9 @@ def load_classifier(artifact: str | Path) -> Classifier:
         raise ExportError(Code.NOT_FOUND, f"artifact {str(artifact)!r} does not exist")
     raise ExportError(
         Code.INVALID_ARGUMENT,
-        f"{str(artifact)!r} is not an artifact predict can run: give a .tflite file, an export "
-        "folder holding model.tflite, a serving SavedModel (tf_saved_model export) or a tf_js export folder",
+        f"{str(artifact)!r} is not an artifact predict can run: give a .tflite, .onnx or OpenVINO .xml "
+        "file, an export folder holding one, a serving SavedModel (tf_saved_model export) or a tf_js "
+        "export folder",
     )
 
 

@@ -21,23 +21,26 @@ from pathlib import Path
 from typing import Any
 
 from converters import REGISTRY
-from converters.load_scope import sharing_loads
+from converters.load_scope import shared_context, sharing_loads
 from converters.verification import make_reference
 from exporter.cache import ExportCache, steps_through_cache
 from exporter.core.clock import export_folder_name, rfc3339_millis, utc_now
 from exporter.core.errors import Code, ExportError, os_error
 from exporter.core.image_bytes_model import classifier_folder, takes_image_bytes
 from exporter.core.keras_files import is_keras_file, saved_model_folder
+from exporter.core.model_snapshot import model_snapshot
 from exporter.core.model_source import ModelSource, read_model
 from exporter.core.model_types import CLOUD_MODEL_TYPE
 from exporter.core.report import REPORT_FILE, build_report, write_report
 from exporter.core.request import ExportRequest, parse_output_config
+from exporter.core.stop_request import requested_stop
 from exporter.destinations import open_destination
 from exporter.failed_export import (
     ExportFailed,
     convert_reports,
     explain,
     failed_check,
+    failed_folder_name,
     failure_report,
     keep_report,
     refuse_failed_report,
@@ -71,11 +74,15 @@ class StageClock:
         started = time.perf_counter()
         try:
             yield
-        except ExportError:
-            raise
-        except OSError as error:
-            raise os_error(error, f"{name} failed") from error
-        except Exception as error:  # a converter's own crash: say where, keep the cause chained
+        except Exception as error:
+            stop = requested_stop()  # a signal's stop, whatever error a library turned it into
+            if stop is not None and stop is not error:
+                raise stop from error
+            if isinstance(error, ExportError):
+                raise
+            if isinstance(error, OSError):
+                raise os_error(error, f"{name} failed") from error
+            # a converter's own crash: say where, keep the cause chained
             raise ExportError(
                 Code.INTERNAL,
                 f"{name} of {self.converter_name} failed: {type(error).__name__}: {error}",
@@ -110,11 +117,29 @@ def model_folder(model: str | Path) -> Iterator[Path]:
         yield Path(model)
 
 
+@sharing_loads  # the private copy of the model, and its loads, are made once per export
 def export_model(model: str | Path, output_config: dict[str, Any], **options) -> ExportResult:
     """Export `model` (a model folder, a bare SavedModel folder, or a Keras ``.keras``/``.h5`` file)
-    as `output_config` asks; the options are _export_folder's."""
-    with model_folder(model) as folder:
+    as `output_config` asks; the options are _export_folder's. The model is read from a private
+    copy made first (``exporter.core.model_snapshot``): what is checked is what loads."""
+    parse_output_config(output_config)  # a bad request is refused before the model is read
+    with readable_model(model) as folder:
         return _export_folder(folder, output_config, **options)
+
+
+@contextmanager
+def readable_model(model: str | Path) -> Iterator[Path]:
+    """The model folder an export reads: made from a private copy of `model`, once per load scope
+    (the exports of one scope read one copy, so its loads are shared)."""
+    key = ("readable model", str(Path(model).resolve()))
+    with shared_context(key, lambda: _copied_model_folder(model)) as folder:
+        yield folder
+
+
+@contextmanager
+def _copied_model_folder(model: str | Path) -> Iterator[Path]:
+    with model_snapshot(model) as copy, model_folder(copy) as folder:
+        yield folder
 
 
 @sharing_loads  # the source is loaded and run on its held-out images once per export
@@ -186,7 +211,13 @@ def _export_folder(
     except ExportError as error:
         if error.code is Code.CANCELLED:
             raise
-        failure = _failed(error, request, source, converter, staging, final_name, clock, started, keep_failed_report)
+        # A destination swapped since stage explains whatever failed after it (a sandbox that
+        # could not bind the staging folder, a publish refused): that is the error to give.
+        error = destination.replaced_error() or error
+        _say_shown_paths(error, str(staging), str(destination.shown(staging)))
+        failure = _failed(
+            error, request, source, converter, destination, staging, final_name, clock, started, keep_failed_report
+        )
         raise failure from error
     finally:
         destination.discard(staging)  # gone already when published
@@ -194,8 +225,25 @@ def _export_folder(
     return ExportResult(output_dir=output_dir, report=report, seconds=dict(clock.seconds))
 
 
+def _say_shown_paths(error: ExportError, held: str, shown: str) -> None:
+    """Name the staging folder in `error` by the path the user knows, not the descriptor path the
+    export wrote through (``/proc/<pid>/fd/<n>``: exporter.destinations.local)."""
+    if held != shown and held in error.message:
+        error.message = error.message.replace(held, shown)
+        error.args = (error.message,)
+
+
 def _failed(
-    error: ExportError, request, source, converter, staging: Path, final_name: str, clock, started, keep: bool
+    error: ExportError,
+    request,
+    source,
+    converter,
+    destination,
+    staging: Path,
+    final_name: str,
+    clock,
+    started,
+    keep: bool,
 ) -> ExportFailed:
     """The error explained, with the failed attempt's report (kept beside the staging folder)."""
     check = failed_check(error)
@@ -219,16 +267,18 @@ def _failed(
     # step's reports (a crash or a full disk leaves nothing behind, as before).
     if keep and (check is not None or reports):
         try:
-            path = keep_report(staging, final_name, report)
+            folder, shown = destination.keep_folder(staging, failed_folder_name(final_name))
+            path = shown / keep_report(folder, report).name
         except OSError as keeping:  # the export's own error matters more: say why nothing was kept
             report["notKept"] = f"{type(keeping).__name__}: {keeping}"
     return ExportFailed(error, message, report, path)
 
 
+@sharing_loads
 def verify_export(export_dir: str | Path, model: str | Path, **options) -> dict:
     """Run an existing export's verification again against its source (a model folder or a Keras
-    file); the options are _verify_folder's."""
-    with model_folder(model) as folder:
+    file, read from a private copy as an export reads it); the options are _verify_folder's."""
+    with readable_model(model) as folder:
         return _verify_folder(export_dir, folder, **options)
 
 

@@ -54,12 +54,24 @@ from exporter.core.errors import Code, ExportError, FieldViolation, os_error
 NOBODY = 65534
 BUBBLEWRAP = "bubblewrap"
 LIMITS_ONLY = "limits-only"
+STAGING_INSIDE = "/staging"  # where bubblewrap binds a staging folder held open by the parent
 MAX_ANSWER_BYTES = 16 << 20  # what the parent reads from the child at most
 STDERR_TAIL_LINES = 20
 MEMORY_STALL_SECONDS = 15
 SYSTEM_CALLS = "seccomp deny-list (exporter/syscall_filter.py)"
 # Environment variables the child keeps (nothing else: no credentials, no database URL).
-ENV_KEEP = ("PATH", "LANG", "LC_ALL", "PYTHONHASHSEED", "EXPORTER_NODE_MODULES", "EXPORTER_EDGETPU_COMPILER")
+ENV_KEEP = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "PYTHONHASHSEED",
+    "EXPORTER_NODE_MODULES",
+    "EXPORTER_EDGETPU_COMPILER",
+    # The bounds on what a model may cost, which the child applies again when it reads the model.
+    "EXPORTER_MAX_IMAGE_PIXELS",
+    "EXPORTER_MAX_GRAPH_BYTES",
+    "EXPORTER_MAX_CONST_EXPANSION_BYTES",
+)
 ENV_KEEP_PREFIXES = ("TF_", "TFDF_", "OMP_", "KMP_", "GRPC_")
 
 
@@ -80,6 +92,30 @@ class Limits:
             "fileSizeMb": self.file_mb,
             "wallSeconds": self.wall_seconds,
         }
+
+
+# The settings that size the sandbox, with the least value each takes: the service reads them
+# through its settings, the CLI's --sandbox and the Python API's sandbox=True from the environment.
+LIMIT_SETTINGS = {
+    "EXPORTER_SANDBOX_CPU_SECONDS": ("cpu_seconds", 1),
+    "EXPORTER_SANDBOX_MEMORY_MB": ("memory_mb", 64),
+    "EXPORTER_SANDBOX_WALL_SECONDS": ("wall_seconds", 1),
+}
+BWRAP_SETTING = "EXPORTER_SANDBOX_BWRAP"
+
+
+def limits_from_environment() -> Limits:
+    """The Limits the EXPORTER_SANDBOX_* settings give (the defaults where unset); a value that is
+    not a whole number at or above its least is INVALID_ARGUMENT naming the setting."""
+    chosen: dict[str, int] = {}
+    for setting, (name, least) in LIMIT_SETTINGS.items():
+        raw = os.environ.get(setting, "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or int(raw) < least:
+            raise ExportError(Code.INVALID_ARGUMENT, f"{setting}={raw!r}: expected a whole number of at least {least}")
+        chosen[name] = int(raw)
+    return Limits(**chosen)
 
 
 def _project_packages() -> list[Path]:
@@ -123,6 +159,13 @@ class Sandbox:
     def __post_init__(self) -> None:
         if self.isolation not in (BUBBLEWRAP, LIMITS_ONLY):
             raise ValueError(f"unknown isolation {self.isolation!r}")
+
+    @classmethod
+    def from_environment(cls, isolation: str = BUBBLEWRAP) -> Sandbox:
+        """The sandbox sized by the EXPORTER_SANDBOX_* settings, as the service sizes it."""
+        return cls(
+            isolation=isolation, bwrap=os.environ.get(BWRAP_SETTING) or "bwrap", limits=limits_from_environment()
+        )
 
     # -- what it is ---------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -197,7 +240,7 @@ class Sandbox:
                 args += ["--ro-bind", name, name]
         return args
 
-    def _bwrap_args(self, read_only: list[Path], writable: list[Path]) -> list[str]:
+    def _bwrap_args(self, read_only: list[Path], writable: list[Path], bound: dict[int, str]) -> list[str]:
         args = [shutil.which(self.bwrap) or self.bwrap, *self._namespace_args()]
         args += ["--ro-bind", "/usr", "/usr", *self._root_links()]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
@@ -210,6 +253,8 @@ class Sandbox:
                 args += ["--ro-bind-try", str(path), str(path)]
         for path in writable:
             args += ["--bind", str(path), str(path)]
+        for fd, inside in bound.items():  # a folder held open by the parent, bound by its descriptor
+            args += ["--bind-fd", str(fd), inside]
         return args + ["--chdir", "/tmp"]
 
     def _environment(self) -> dict[str, str]:
@@ -224,8 +269,12 @@ class Sandbox:
 
     # -- running a job ------------------------------------------------------------------------
     @contextmanager
-    def start(self, job: dict, read_only: list[Path], writable: list[Path]) -> Iterator[Child]:
-        """Start the launcher on `job`; the child is killed when the block ends."""
+    def start(
+        self, job: dict, read_only: list[Path], writable: list[Path], bound: dict[int, str] | None = None
+    ) -> Iterator[Child]:
+        """Start the launcher on `job`; the child is killed when the block ends. `bound` maps the
+        descriptors of folders this process holds open to where bubblewrap binds them, writable."""
+        bound = bound or {}
         control = Path(tempfile.mkdtemp(prefix="exporter-sandbox-"))
         child = None
         try:
@@ -233,7 +282,9 @@ class Sandbox:
             job_file.write_bytes(pickle.dumps({**job, "limits": asdict(self.limits)}))
             reader, writer = os.pipe()
             launcher = [sys.executable, "-I", "-m", "exporter.sandbox", str(writer)]
-            command = launcher if self.isolation == LIMITS_ONLY else self._bwrap_args(read_only, writable) + launcher
+            command = (
+                launcher if self.isolation == LIMITS_ONLY else self._bwrap_args(read_only, writable, bound) + launcher
+            )
             with job_file.open("rb") as stdin, (control / "output.log").open("wb") as output:
                 try:
                     process = subprocess.Popen(
@@ -241,7 +292,7 @@ class Sandbox:
                         stdin=stdin,
                         stdout=output,
                         stderr=output,
-                        pass_fds=(writer,),
+                        pass_fds=(writer, *bound),
                         env=self._environment(),
                         cwd="/tmp" if self.isolation == LIMITS_ONLY else None,
                         start_new_session=True,
@@ -266,10 +317,24 @@ class Sandbox:
 
     @contextmanager
     def steps(self, converter, source, staging: Path, params: dict[str, str]) -> Iterator[ChildSteps]:
-        job = {"kind": "export", "format": converter.name, "source": source, "staging": str(staging), "params": params}
         read_only = [source.root, source.saved_model_dir, source.calibration_dir, source.heldout_dir]
-        with self.start(job, read_only, [staging]) as child:
+        held = _held_descriptor(staging)
+        if held is not None and self.isolation == BUBBLEWRAP:
+            # A staging folder held open by this process (a local destination's): bound by its
+            # descriptor, so no path to it is resolved again; inside, it has a name of its own.
+            inside, writable, bound = STAGING_INSIDE, [], {held: STAGING_INSIDE}
+        else:
+            inside, writable, bound = str(staging), [staging], {}
+        job = {"kind": "export", "format": converter.name, "source": source, "staging": inside, "params": params}
+        with self.start(job, read_only, writable, bound) as child:
             yield ChildSteps(child, staging)
+
+
+def _held_descriptor(path: Path) -> int | None:
+    """The descriptor `path` reaches the folder through, when it is this process's
+    ``/proc/<pid>/fd/<n>`` (see ``exporter.destinations.local.held_path``)."""
+    match = re.fullmatch(rf"/proc/{os.getpid()}/fd/(\d+)", str(path))
+    return int(match[1]) if match else None
 
 
 class Child:
@@ -296,7 +361,8 @@ class Child:
                 self.kill()
                 raise ExportError(
                     Code.DEADLINE_EXCEEDED,
-                    f"the sandboxed export ran past its wall-clock limit of {self.limits.wall_seconds:g} s",
+                    f"the sandboxed export ran past its wall-clock limit of {self.limits.wall_seconds:g} s "
+                    "(EXPORTER_SANDBOX_WALL_SECONDS raises it)",
                 )
             ready, _, _ = select.select([self.reader], [], [], min(left, 1.0))
             self._sample()
@@ -433,13 +499,14 @@ class Child:
             return ExportError(
                 Code.RESOURCE_EXHAUSTED,
                 f"the sandboxed export ran out of its memory limit ({self.limits.memory_mb} MiB, RLIMIT_DATA; "
-                f"last measured use {self.data_mb} MiB)",
+                f"last measured use {self.data_mb} MiB; EXPORTER_SANDBOX_MEMORY_MB raises it)",
             )
         near_cpu = self.reported_cpu >= self.limits.cpu_seconds - 2
         if signum == signal.SIGXCPU or (signum == signal.SIGKILL and not self.killed and near_cpu):
             return ExportError(
                 Code.RESOURCE_EXHAUSTED,
-                f"the sandboxed export used its CPU-time limit ({self.limits.cpu_seconds} s, RLIMIT_CPU)",
+                f"the sandboxed export used its CPU-time limit ({self.limits.cpu_seconds} s, RLIMIT_CPU; "
+                "EXPORTER_SANDBOX_CPU_SECONDS raises it)",
             )
         if signum == signal.SIGXFSZ:
             return ExportError(
@@ -561,8 +628,14 @@ def _stage_error(stage: str, converter: str, error: BaseException) -> ExportErro
     """The ExportError the parent's StageClock would make of `error` in-process."""
     if isinstance(error, ExportError):
         return error
-    if isinstance(error, MemoryError):
-        return ExportError(Code.RESOURCE_EXHAUSTED, f"{stage} ran out of the sandbox's memory limit (RLIMIT_DATA)")
+    # TensorFlow's own out-of-memory (tf.errors.ResourceExhaustedError, "OOM when allocating"),
+    # known by name: this module does not import TensorFlow.
+    if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError":
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        return ExportError(
+            Code.RESOURCE_EXHAUSTED,
+            f"{stage} ran out of the sandbox's memory limit (RLIMIT_DATA; EXPORTER_SANDBOX_MEMORY_MB raises it): {first}",
+        )
     if isinstance(error, OSError):
         return os_error(error, f"{stage} failed")
     return ExportError(Code.INTERNAL, f"{stage} of {converter} failed: {type(error).__name__}: {error}")

@@ -201,7 +201,8 @@ def formats_table(entries: list[dict]) -> None:
     rows = []
     for entry in entries:
         params = "\n".join(f"{p['name']} ({p['default']}; {p['allowed']})" for p in entry["params"]) or "-"
-        rows.append((entry["modelFormat"], entry["destination"], "\n".join(entry["artifacts"]), params))
+        name = entry["modelFormat"] + ("\n(extension)" if entry["extension"] else "")
+        rows.append((name, entry["destination"], "\n".join(entry["artifacts"]), params))
     show(
         "modelFormats", ("modelFormat", "destination", "artifacts", "params (default; allowed)"), rows, show_lines=True
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -32,8 +33,11 @@ def _training_hash() -> str:
 
 def _cached(name: str, build) -> Path:
     folder = CACHE / _training_hash() / name
-    if not (folder / "manifest.json").exists():
-        build(folder)  # writes into a temporary sibling and moves it into place whole
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test worker may be training it: wait, then reuse
+        if not (folder / "manifest.json").exists():
+            build(folder)  # writes into a temporary sibling and moves it into place whole
     return folder
 
 
@@ -106,6 +110,26 @@ def tflite_exports(tmp_path_factory, digits_model, canary_model):
                 progress=lambda s, e, stages=stages: stages.append((s, e)),
             )
             made[name, quantization] = (destination, result, stages)
+    return made
+
+
+def exports_by_quantization(tmp_path_factory, model: Path, model_format: str, quantizations) -> dict:
+    """`model` exported to `model_format` in each quantization, sharing one load: quantization ->
+    (export folder, report)."""
+    from converters.load_scope import shared_loads
+    from exporter.run import export_model
+
+    made = {}
+    with shared_loads():
+        for quantization in quantizations:
+            destination = tmp_path_factory.mktemp(f"{model_format}-{quantization}")
+            config = {
+                "modelFormat": model_format,
+                "gcsDestination": {"outputUriPrefix": str(destination)},
+                "params": {"quantization": quantization},
+            }
+            result = export_model(model, config)
+            made[quantization] = Path(result.output_dir), result.report
     return made
 
 
@@ -196,7 +220,25 @@ def _needs_a_slow_zoo_model(item) -> bool:
     )
 
 
+# Under pytest-xdist (make test runs two workers, --dist loadgroup) a group runs on one worker.
+# The session fixtures that export several models are made once per worker that needs them: the
+# tests using one share a group. The Docker tests share one too (each starts a Docker engine).
+SHARED_EXPORTS = ("tfjs_exports", "tflite_exports", "serving_exports")
+DOCKER_TEST_FILES = ("test_docker_auth.py", "test_docker_daemonless.py", "test_docker_engine.py", "test_service.py")
+
+
+def _worker_group(item) -> str:
+    shared = [name for name in SHARED_EXPORTS if name in getattr(item, "fixturenames", ())]
+    if shared:
+        return shared[0]
+    if item.path.name in DOCKER_TEST_FILES:
+        return "docker"
+    return item.path.name  # a module's own fixtures are made once
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_worker_group(item)))
     if config.getoption("--zoo"):
         return
     kept, left_out = [], []

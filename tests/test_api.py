@@ -33,7 +33,7 @@ def test_export_returns_a_typed_result(canary_model, tmp_path):
 @pytest.mark.parametrize(
     "arguments,named",
     [
-        ({"format": "onnx"}, "format: 'onnx' is not a model format"),
+        ({"format": "caffe"}, "format: 'caffe' is not a model format"),
         ({"quantization": "int4"}, "quantization: "),
         ({"colour": "red"}, "colour: unknown param"),
         ({"output": "gs://UPPER/x"}, "output: 'gs://UPPER/x'"),

@@ -45,11 +45,13 @@ def test_the_layers_hold_in_the_tree():
 @pytest.mark.parametrize(
     "module, climbing_import",
     [
-        ("containers/recipe.py", "from converters.tflite import MODEL_FILE"),  # back end -> format
+        ("containers/recipe.py", "from converters.tflite.converter import MODEL_FILE"),  # back end -> format
         ("exporter/core/images.py", "from exporter.destinations import open_destination"),  # core -> destination
-        ("converters/tflite.py", "from exporter.run import export_model"),  # format -> pipeline
-        ("converters/tflite.py", "from exporter.destinations.local import local_path"),  # format -> sibling
+        ("converters/tflite/converter.py", "from exporter.run import export_model"),  # format -> pipeline
+        ("converters/tflite/converter.py", "from exporter.destinations.local import local_path"),  # format -> sibling
         ("exporter/run.py", "from exporter.service.store import Store"),  # pipeline -> entry point
+        ("converters/core_ml/converter.py", "from converters.tflite.metadata import read_metadata"),  # format -> format
+        ("converters/tflite/converter.py", "from converters.edgetpu_tflite.compat import RULES"),  # against builds_on
     ],
 )
 def test_a_climbing_import_fails_the_layer_check(tree_copy, module, climbing_import):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from converters.browser import automl_classify, browser_predict
-from converters.tfjs import AUTOML_EXTRA, TOLERANCES
+from converters.tf_js.browser import automl_classify, browser_predict
+from converters.tf_js.converter import AUTOML_EXTRA, TOLERANCES
 from converters.verification import compare, make_reference, source_scores
 from exporter.core.images import load_image_set, normalize
 from exporter.core.model_source import read_model

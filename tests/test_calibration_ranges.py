@@ -1,11 +1,11 @@
-"""Activation ranges chosen per tensor from calibration histograms (converters/calibration_ranges.py):
+"""Activation ranges chosen per tensor from calibration histograms (converters/tflite/calibration_ranges.py):
 the expected-error arithmetic against quantizing real samples, outliers that no longer stretch a
 range, and the TFLite quantizer taking the chosen ranges."""
 
 import numpy as np
 import pytest
 
-from converters import calibration_ranges as ranges
+from converters.tflite import calibration_ranges as ranges
 
 
 def histogram_of(values: np.ndarray) -> ranges.Histogram:
@@ -89,9 +89,9 @@ def test_the_quantizer_takes_the_chosen_ranges(digits_model):
     calibration image, and a narrowed range comes out of TFLite's quantizer as that tensor's scale."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from converters import tflite
-    from converters.tflite import calibrated_model, quantize_fully
-    from converters.tflite_input import input_plan
+    from converters.input_plan import input_plan
+    from converters.tflite import converter as tflite
+    from converters.tflite.converter import calibrated_model, quantize_fully
     from exporter.core.model_source import read_model
 
     source = read_model(digits_model)

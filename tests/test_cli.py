@@ -115,7 +115,7 @@ def test_a_terminal_shows_the_progress_bar_then_the_summary(canary_model, tmp_pa
         ),
         (["--param", "quantization"], "INVALID_ARGUMENT", 2, "expected KEY=VALUE"),
         (["--param", "colour=red"], "INVALID_ARGUMENT", 2, "allowed keys: quantization, calibration_count"),
-        (["--format", "onnx"], "INVALID_ARGUMENT", 2, "'onnx' is not a model format"),
+        (["--format", "caffe"], "INVALID_ARGUMENT", 2, "'caffe' is not a model format"),
         (["--input-size", "big"], "INVALID_ARGUMENT", 2, "expected HxW"),
         (["--bogus-flag"], "INVALID_ARGUMENT", 2, "No such option"),
     ],
@@ -131,7 +131,7 @@ def test_bad_arguments(canary_model, tmp_path, args, code, exit_code, text):
 @pytest.mark.parametrize(
     "args,flag_text",
     [
-        (["--format", "onnx"], "--format: 'onnx' is not a model format"),
+        (["--format", "caffe"], "--format: 'caffe' is not a model format"),
         (["--param", "quantization=int4"], "--param quantization: "),
         (["--param", "colour=red"], "--param colour: unknown param"),
         (["--output", "gs://UPPER/x"], "--output: 'gs://UPPER/x' is not a gs://BUCKET/DIR URI"),
@@ -252,7 +252,9 @@ def test_formats_table(tmp_path):
     result = run_cli("formats", "--json")
     assert result.returncode == 0
     rows = {row["modelFormat"]: row for row in json.loads(result.stdout)}
-    assert set(rows) == {"tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "docker"}
+    automl = {"tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "docker"}
+    assert {name for name, row in rows.items() if not row["extension"]} == automl
+    assert {name for name, row in rows.items() if row["extension"]} == {"onnx", "openvino"}
     assert rows["docker"]["destination"] == "gcrDestination"
     assert {
         "name": "quantization",

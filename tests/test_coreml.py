@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.coreml import check_fold, check_spec, graph_to_convert, image_input, input_plan
+from converters.core_ml.converter import check_fold, check_spec, graph_to_convert, image_input, input_plan
+from converters.input_plan import InputPlan
 from converters.output_scores import plan_for
 from converters.signature import load_serving_signature
-from converters.tflite_input import InputPlan
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import load_image_set
 from exporter.core.model_source import read_model

@@ -11,8 +11,8 @@ import pytest
 
 import zoo
 from containers.edgetpu_compiler import parse_summary
-from converters.edgetpu_compat import compatibility_report, compile_blocker
-from converters.tflite import convert_to_tflite
+from converters.edgetpu_tflite.compat import compatibility_report, compile_blocker
+from converters.tflite.converter import convert_to_tflite
 from exporter.core.errors import Code, ExportError
 from exporter.core.model_source import read_model
 from exporter.run import export_model, model_folder

@@ -3,6 +3,7 @@
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -73,9 +74,16 @@ def test_signal_during_export_removes_the_staging_folder(digits_model, tmp_path,
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "the export never started staging"
         time.sleep(0.05)
-    time.sleep(0.5)  # inside the conversion
+    time.sleep(3)  # inside the conversion, which runs in a child process under the limits
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    assert children, "convert and verify run in a child process"
+    signalled = time.monotonic()
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
+    stopped_after = time.monotonic() - signalled
     assert process.returncode == exit_code, stderr
     assert stderr.strip().splitlines()[-1].startswith("exporter: CANCELLED: ")
     assert exports_in(tmp_path) == []
+    # The computation stops with the command, within 2 s: the child is gone, not left converting.
+    assert stopped_after < 2, stopped_after
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "the child outlived the command"

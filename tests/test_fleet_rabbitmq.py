@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 
 import pytest
 
@@ -156,3 +157,51 @@ def test_a_job_longer_than_the_consumer_timeout_ends_once_and_its_worker_goes_on
     assert "response" in fleet.server.wait(again)
     assert len(exports_and_staging(fleet.outputs / "after")[0]) == 1
     assert all(worker.process.poll() is None for worker in fleet.workers.values())
+
+
+def test_a_channel_closed_once_per_tick_during_a_long_job_reopens_once(tmp_path):
+    """RabbitMQ sends one channel.close per tick until a busy client answers: the worker's
+    channel answers the first, drops the stale ones, and reopens once on the same connection
+    (py-amqp alone answered each and lost the connection, or overflowed the stack)."""
+    import amqp
+    from kombu import Connection
+
+    from exporter.service.amqp_channel import StaleCloseTolerantChannel, use_stale_close_tolerant_channels
+
+    use_stale_close_tolerant_channels()
+    node = RabbitNode(
+        tmp_path, {"consumer_timeout": "1000", "loopback_users": "none"}, {"channel_tick_interval": "200"}
+    ).start()
+    try:
+        with Connection(node.url, heartbeat=0) as connection:
+            connection.connect()
+            raw = connection.connection
+            channel = raw.channel()
+            assert isinstance(channel, StaleCloseTolerantChannel)
+            channel.queue_declare("jobs", auto_delete=False)
+            channel.basic_publish(amqp.Message("job"), routing_key="jobs")
+            channel.basic_qos(0, 1, False)
+            received = []
+            channel.basic_consume("jobs", callback=received.append)
+            raw.drain_events(timeout=10)
+            assert len(received) == 1
+            time.sleep(10)  # a job blocking the loop: about 45 ticks past the 1 s timeout
+            errors = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    raw.drain_events(timeout=1)
+                except TimeoutError:
+                    break
+                except amqp.exceptions.AMQPError as error:
+                    errors.append(error)
+            assert [type(error) for error in errors] == [amqp.exceptions.PreconditionFailed], errors
+            assert raw.connected and channel.is_open
+            # The timed-out job went back to the queue, and the reopened channel receives it.
+            channel.basic_consume("jobs", callback=received.append)
+            raw.drain_events(timeout=10)
+            assert len(received) == 2
+        assert "timed out waiting for delivery acknowledgement" in node.log_path.read_text()
+        assert "COMMAND_INVALID" not in node.log_path.read_text().upper()
+    finally:
+        node.stop()

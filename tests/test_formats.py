@@ -3,13 +3,15 @@
 import pytest
 
 from converters import FORMATS, REGISTRY
-from exporter.core.formats import DEFAULT_FORMAT, FORMAT_NAMES
+from exporter.core.formats import AUTOML_FORMAT_NAMES, DEFAULT_FORMAT, FORMAT_NAMES
 
 AUTOML_FORMATS = {"tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "docker"}
+EXTENSIONS = {"onnx", "openvino"}
 
 
 def test_every_row_has_a_converter_and_every_converter_a_row():
-    assert set(FORMAT_NAMES) == AUTOML_FORMATS
+    assert set(AUTOML_FORMAT_NAMES) == AUTOML_FORMATS  # AutoML's modelFormat values, unchanged
+    assert set(FORMAT_NAMES) == AUTOML_FORMATS | EXTENSIONS
     assert set(REGISTRY) == set(FORMAT_NAMES)
     for name, converter in REGISTRY.items():
         assert converter.row.name == name

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from converters.coreml import check_spec, probabilities_producer
-from converters.node_runtime import tfjs_predict
+from converters.core_ml.converter import check_spec, probabilities_producer
 from converters.output_scores import describe, is_probability_distribution, softmax
+from converters.tf_js.node_runtime import tfjs_predict
 from converters.verification import Reference, Tolerance, compare, make_reference, source_scores
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import load_image_set, normalize
@@ -148,7 +148,7 @@ def test_tflite_keeps_the_logits_when_asked(logits_model, tmp_path):
 def test_serving_savedmodel_says_what_scores_are(logits_model, tmp_path):
     import tensorflow as tf
 
-    from converters.tf_saved_model import png_bytes
+    from converters.tf_saved_model.converter import png_bytes
 
     source, images = heldout(logits_model, limit=20)
     for requested, kind in (("probabilities", "probabilities"), ("logits", "logits")):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.tflite_metadata import read_metadata
+from converters.tflite.metadata import read_metadata
 from exporter.core.images import load_image_set, normalize
 from exporter.core.model_source import read_model
 from exporter.core.tflite_model import TFLiteModel

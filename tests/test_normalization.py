@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.tflite_input import consumer_scores
-from converters.tflite_metadata import read_metadata
+from converters.input_plan import consumer_scores
+from converters.tflite.metadata import read_metadata
 from converters.verification import make_reference
 from exporter.core.model_source import read_model
 from exporter.core.tflite_model import TFLiteModel

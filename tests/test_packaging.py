@@ -102,9 +102,15 @@ def test_the_wheel_installs_and_exports(canary_model, tmp_path):
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("automl_export_engine-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("exporter/py.typed", "exporter/core/data/op_policy.json", "exporter/cli.py", "containers/recipe.py"):
+    for needed in (
+        "exporter/py.typed",
+        "exporter/core/data/op_policy.json",
+        "exporter/cli.py",
+        "containers/recipe.py",
+        "converters/edgetpu_tflite/data/edgetpu_ops.json",
+    ):
         assert needed in names, needed
-    assert any(name.startswith("converters/js/") for name in names)
+    assert any(name.startswith("converters/tf_js/js/") for name in names)
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
 
     # A new virtualenv with the wheel alone; the libraries come from this one's site-packages, added

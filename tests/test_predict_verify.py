@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from converters.tflite import convert_to_tflite
+from converters.tflite.converter import convert_to_tflite
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import list_images
 from exporter.core.model_source import read_model
@@ -95,7 +95,7 @@ def test_predict_and_verify_from_the_command_line(tflite_exports, canary_model):
 
 def test_labels_with_spaces_survive_the_round_trip(canary_model, tmp_path):
     """dict.txt is one label a line: a label may hold spaces, in the model and in predictions."""
-    from converters.tflite_metadata import read_metadata
+    from converters.tflite.metadata import read_metadata
     from exporter.run import export_model
 
     model = tmp_path / "spaced"
@@ -147,7 +147,7 @@ def mediapipe_reading(model_bytes: bytes) -> dict:
 
 @pytest.mark.parametrize("mode", ["uint8", "float32"])
 def test_the_flatbuffers_reader_reads_what_mediapipe_reads(tflite_exports, digits_model, mode):
-    from converters.tflite_metadata import SCORES_BY_OUTPUT_NAME, read_metadata
+    from converters.tflite.metadata import SCORES_BY_OUTPUT_NAME, read_metadata
     from exporter.core.tflite_metadata_reader import metadata_buffer, read_tflite_metadata
 
     model_bytes = (Path(tflite_exports["digits", mode][1].output_dir) / "model.tflite").read_bytes()

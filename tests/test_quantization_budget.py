@@ -168,7 +168,7 @@ def mediapipe_top1(model_file: Path, model_dir: Path) -> list[int]:
 
 
 def verified_top1(model_file: Path, model_dir: Path) -> list[int]:
-    from converters.tflite_input import consumer_scores
+    from converters.input_plan import consumer_scores
 
     return consumer_scores(TFLiteModel(model_file), held_out_pixels(model_dir), (0, 0, 0), (1, 1, 1)).argmax(1).tolist()
 
@@ -187,8 +187,8 @@ def test_edgetpu_model_stays_integer(digits_model, tmp_path):
     """edgetpu_tflite asks the tflite converter for the integer remedies only (more calibration,
     ranges chosen per tensor): no float layer, ever, even when a zero budget makes every allowed
     remedy run."""
-    from converters.edgetpu import tflite_params
-    from converters.tflite import MODES
+    from converters.edgetpu_tflite.converter import tflite_params
+    from converters.tflite.converter import MODES
 
     source = read_model(digits_model)
     params = tflite_params(REGISTRY["edgetpu_tflite"].row.with_defaults({}))
@@ -239,10 +239,10 @@ def producing_ops(flatbuffer: bytes, tensor_names: list[str]) -> list[str]:
 def test_the_classifier_head_in_float_keeps_integer_input_and_output(
     digits_model, zoo_model, tmp_path, model, output_scores, head_ops
 ):
-    from converters import tflite as tflite_converter
+    from converters.input_plan import consumer_scores, input_plan
     from converters.quantization_budget import classifier_head, quantize_with_float_layers
-    from converters.tflite_input import consumer_scores, input_plan
-    from converters.tflite_metadata import embed_metadata
+    from converters.tflite import converter as tflite_converter
+    from converters.tflite.metadata import embed_metadata
     from converters.verification import make_reference
 
     source = read_model(digits_model if model == "digits" else zoo_model(model))

@@ -64,9 +64,12 @@ def test_unknown_fields_are_refused_by_name(data, field):
 
 
 def test_unknown_format_lists_the_allowed_ones():
-    found = violations(gcs(modelFormat="onnx"))
-    assert "onnx" in found["outputConfig.modelFormat"]
-    assert "tflite, edgetpu_tflite, tf_saved_model, tf_js, core_ml, docker" in found["outputConfig.modelFormat"]
+    found = violations(gcs(modelFormat="caffe"))
+    assert "caffe" in found["outputConfig.modelFormat"]
+    assert (
+        "tflite, edgetpu_tflite, tf_saved_model, tf_js, core_ml, docker, onnx, openvino"
+        in found["outputConfig.modelFormat"]
+    )
 
 
 def test_destination_union_needs_exactly_one():
@@ -75,7 +78,7 @@ def test_destination_union_needs_exactly_one():
     assert "not both" in violations(both)["outputConfig"]
 
 
-@pytest.mark.parametrize("fmt", ["tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml"])
+@pytest.mark.parametrize("fmt", ["tflite", "edgetpu_tflite", "tf_saved_model", "tf_js", "core_ml", "onnx", "openvino"])
 def test_file_formats_refuse_a_registry_destination(fmt):
     found = violations({"modelFormat": fmt, "gcrDestination": {"outputUri": "gcr.io/p/i"}})
     assert "takes gcsDestination" in found["outputConfig.gcrDestination"]

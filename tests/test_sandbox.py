@@ -177,7 +177,7 @@ def test_cpu_limit_is_resource_exhausted():
     with pytest.raises(ExportError) as caught:
         Sandbox(limits=Limits(cpu_seconds=1)).run_python("while True:\n    pass")
     assert caught.value.code is Code.RESOURCE_EXHAUSTED
-    assert "CPU-time limit (1 s, RLIMIT_CPU)" in caught.value.message
+    assert "CPU-time limit (1 s, RLIMIT_CPU; EXPORTER_SANDBOX_CPU_SECONDS raises it)" in caught.value.message
 
 
 def test_wall_clock_limit_is_deadline_exceeded():
@@ -262,11 +262,12 @@ EDGETPU_STANDIN = Path(__file__).resolve().parent / "fixtures" / "edgetpu_compil
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_format", ["tf_js", "core_ml", "tf_saved_model", "edgetpu_tflite"])
+@pytest.mark.parametrize("model_format", ["tf_js", "core_ml", "tf_saved_model", "edgetpu_tflite", "onnx", "openvino"])
 def test_every_format_exports_in_the_sandbox(canary_model, tmp_path, monkeypatch, model_format):
-    """Node.js (tf_js verification), the tfjs converter's own process, coremltools and an Edge TPU
-    compiler binary (the stand-in, tests/fixtures/README.md) all run under the namespaces and the
-    system call filter; the report is the one an unsandboxed export writes."""
+    """Node.js (tf_js verification), the tfjs converter's own process, coremltools, an Edge TPU
+    compiler binary (the stand-in, tests/fixtures/README.md), tf2onnx and onnxruntime, OpenVINO
+    and NNCF all run under the namespaces and the system call filter; the report is the one an
+    unsandboxed export writes."""
     monkeypatch.setenv("EXPORTER_EDGETPU_COMPILER", str(EDGETPU_STANDIN))
     config = {"modelFormat": model_format, "gcsDestination": {"outputUriPrefix": str(tmp_path / "sandboxed")}}
     sandboxed = export_model(canary_model, config, sandbox=Sandbox())
@@ -327,15 +328,35 @@ def test_sandboxed_export_over_its_memory_limit(canary_model, tmp_path):
 
 @pytest.mark.slow
 def test_cli_sandbox_flag(canary_model, tmp_path):
+    """--sandbox runs in bubblewrap sized by the EXPORTER_SANDBOX_* settings the docs list, as
+    the service is; a setting that is not a number is refused before anything runs."""
     exporter = Path(sys.executable).parent / "exporter"
+    command = [str(exporter), "export", "--model", str(canary_model), "--sandbox", "--json", "--output"]
+    settings = {"EXPORTER_SANDBOX_CPU_SECONDS": "700", "EXPORTER_SANDBOX_MEMORY_MB": "3000"}
     done = subprocess.run(
-        [str(exporter), "export", "--model", str(canary_model), "--output", str(tmp_path), "--sandbox", "--json"],
+        [*command, str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, **settings, "EXPORTER_SANDBOX_WALL_SECONDS": "600"},
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["report"]["sandbox"]["mode"] == "bubblewrap"
+    sandbox = json.loads(done.stdout)["report"]["sandbox"]
+    assert sandbox["mode"] == "bubblewrap"
+    assert sandbox["limits"] == {"cpuSeconds": 700, "dataMemoryMb": 3000, "fileSizeMb": 4096, "wallSeconds": 600}
+
+    refused = subprocess.run(
+        [*command, str(tmp_path / "refused")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "EXPORTER_SANDBOX_MEMORY_MB": "lots"},
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip() == (
+        "exporter: INVALID_ARGUMENT: EXPORTER_SANDBOX_MEMORY_MB='lots': expected a whole number of at least 64"
+    )
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.mark.slow

@@ -114,7 +114,7 @@ def error_of(response: httpx.Response, http: int, status: str) -> dict:
     [
         ({}, "outputConfig"),
         (
-            {"outputConfig": {"modelFormat": "onnx", "gcsDestination": {"outputUriPrefix": "/x"}}},
+            {"outputConfig": {"modelFormat": "caffe", "gcsDestination": {"outputUriPrefix": "/x"}}},
             "outputConfig.modelFormat",
         ),
         (

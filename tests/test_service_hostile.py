@@ -79,6 +79,29 @@ def test_a_chunked_body_is_refused_at_the_limit_without_being_held(idle_server):
     assert idle_server.health()["status"] == "ok"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mib", [4, 32])
+def test_a_client_that_sends_its_whole_body_first_gets_the_400(idle_server, mib):
+    """urllib writes the whole body before it reads the answer: the server reads and drops the
+    rest of an oversized body, then answers 400 with Connection: close, instead of a reset."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{idle_server.url}/v1beta1/{PARENT}/models:import",
+        data=b"x" * (mib << 20),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=60)
+    assert caught.value.code == 400
+    assert caught.value.headers["connection"] == "close"
+    error = json.loads(caught.value.read())["error"]
+    assert error["status"] == "INVALID_ARGUMENT" and "EXPORTER_MAX_BODY_BYTES" in error["message"]
+    assert idle_server.health()["status"] == "ok"
+
+
 # 2. Deep and wide JSON: INVALID_ARGUMENT, never a 500.
 def test_deep_and_wide_json_bodies_are_invalid_argument(client):
     path = f"/v1beta1/{PARENT}/models:import"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import tfjs_config
-from converters.node_runtime import tfjs_predict
+from converters.tf_js.node_runtime import tfjs_predict
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import list_images, load_pixels
 from exporter.run import export_model
@@ -89,7 +89,7 @@ def test_the_conversion_process_dies_with_the_process_that_started_it(canary_mod
     import psutil
 
     starter = (
-        "import sys; from pathlib import Path; from converters.tfjs_graph import convert_graph; "
+        "import sys; from pathlib import Path; from converters.tf_js.graph import convert_graph; "
         "convert_graph(Path(sys.argv[1]), Path(sys.argv[2]), 'float32', 4194304)"
     )
     env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
@@ -102,7 +102,7 @@ def test_the_conversion_process_dies_with_the_process_that_started_it(canary_mod
             assert parent.poll() is None and time.monotonic() < deadline, "no conversion process started"
             time.sleep(0.05)
         (conversion,) = children
-        assert "converters.tfjs_graph" in conversion.cmdline()
+        assert "converters.tf_js.graph" in conversion.cmdline()
         time.sleep(1)  # past its start: the parent-death signal is armed first thing
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=30)

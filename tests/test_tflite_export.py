@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TFLITE_MODES as MODES
 from conftest import tflite_config as config
-from converters import tflite
+from converters.tflite import converter as tflite
 from converters.verification import Tolerance, compare, make_reference
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import list_images, load_pixels
@@ -247,7 +247,7 @@ def test_calibrate_then_quantize_is_the_converters_own_full_integer_model(canary
     """The split the engine uses to calibrate once for uint8 and int8 gives the converter's model."""
     import tensorflow as tf
 
-    from converters.tflite_input import input_plan
+    from converters.input_plan import input_plan
 
     source = read_model(canary_model)
     plan = input_plan(source, integer=True)

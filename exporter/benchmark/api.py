@@ -74,11 +74,13 @@ def benchmark_model(
     out.mkdir(parents=True, exist_ok=True)
 
     from exporter.core.model_source import read_model
+    from exporter.run import readable_model
 
-    source = read_model(model, images=images, input_size=input_size)
     read_options = {"images": images, "input_size": input_size}
-    # One load of the source and one reference run for every export of the matrix.
-    with tempfile.TemporaryDirectory(prefix="benchmark-") as work, shared_loads():
+    # One private copy of the model, one load of it and one reference run for every export of the
+    # matrix: the exports below join this scope and read the same copy.
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as work, shared_loads(), readable_model(model) as folder:
+        source = read_model(folder, images=images, input_size=input_size)
         workload, source_accuracy = prepare_workload(source, Path(work) / "data", runs, min_seconds, warmup)
         rows = _run_matrix(
             Path(model), source, specs, chosen, workload, out / "exports", source_accuracy, console, read_options

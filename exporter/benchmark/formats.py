@@ -22,6 +22,10 @@ DEFAULT_FORMATS = (
     "edgetpu_tflite",
     "core_ml",
     "docker",
+    "onnx",
+    "onnx:quantization=int8",
+    "openvino",
+    "openvino:quantization=int8",
 )
 
 

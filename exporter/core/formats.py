@@ -75,6 +75,8 @@ class FormatRow:
     # Checks params together once each is valid on its own; returns problems as (key, text).
     validate: Callable[[dict[str, str]], list[tuple[str, str]]] | None = None
     exportable_model_types: tuple[str, ...] = field(default=MOBILE_MODEL_TYPES)
+    # Not one of the AutoML API's six modelFormat values: this engine's own extension.
+    extension: bool = False
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -300,7 +302,56 @@ FORMATS: tuple[FormatRow, ...] = (
         builds_on="tf_saved_model",
         validate=platform_combinations,
     ),
+    FormatRow(
+        name="onnx",
+        description="ONNX model for onnxruntime and other ONNX runtimes (an extension beyond AutoML)",
+        artifacts=("model.onnx", "dict.txt", "onnx_metadata.json"),
+        destination=DestinationKind.GCS,
+        params=(
+            Param(
+                "quantization",
+                "float32",
+                "float32: no quantization; float16: float16 weights and arithmetic, float32 input "
+                "and output; int8: int8 weights and activations (QDQ), raw 0..255 pixels in.",
+                allowed=("float32", "float16", "int8"),
+            ),
+            Param(
+                "opset",
+                "18",
+                "The ONNX opset: 18 is the newest tf2onnx writes; 13 the oldest whose "
+                "QuantizeLinear takes per-channel int8 weights.",
+                allowed=("13", "14", "15", "16", "17", "18"),
+            ),
+            CALIBRATION_COUNT,
+            MAX_DISAGREEMENT,
+            QUANTIZATION_REMEDIES,
+            output_scores_param("model.onnx"),
+        ),
+        extension=True,
+    ),
+    FormatRow(
+        name="openvino",
+        description="OpenVINO IR for Intel CPUs, GPUs and NPUs (an extension beyond AutoML)",
+        artifacts=("model.xml", "model.bin", "dict.txt", "openvino_metadata.json"),
+        destination=DestinationKind.GCS,
+        params=(
+            Param(
+                "quantization",
+                "float32",
+                "float32: no quantization; float16: weights stored as float16; int8: NNCF "
+                "post-training quantization, raw 0..255 pixels in.",
+                allowed=("float32", "float16", "int8"),
+            ),
+            CALIBRATION_COUNT,
+            MAX_DISAGREEMENT,
+            QUANTIZATION_REMEDIES,
+            output_scores_param("model.xml"),
+        ),
+        extension=True,
+    ),
 )
+
+AUTOML_FORMAT_NAMES = tuple(row.name for row in FORMATS if not row.extension)
 
 FORMAT_NAMES = tuple(row.name for row in FORMATS)
 
@@ -322,6 +373,7 @@ def describe_formats() -> list[dict]:
             "destination": row.destination.value,
             "artifacts": list(row.artifacts),
             "buildsOn": row.builds_on,
+            "extension": row.extension,
             "params": [
                 {"name": p.name, "default": p.default, "allowed": p.allowed_text, "description": p.description}
                 for p in row.params
@@ -340,5 +392,6 @@ def formats_markdown() -> str:
     for entry in describe_formats():
         params = "<br>".join(f"`{p['name']}`: `{p['default']}` ({p['allowed']})" for p in entry["params"]) or "none"
         artifacts = ", ".join(f"`{a}`" for a in entry["artifacts"])
-        lines.append(f"| `{entry['modelFormat']}` | `{entry['destination']}` | {artifacts} | {params} |")
+        name = f"`{entry['modelFormat']}`" + (" (extension)" if entry["extension"] else "")
+        lines.append(f"| {name} | `{entry['destination']}` | {artifacts} | {params} |")
     return "\n".join(lines)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from exporter.core.errors import Code, ExportError
+from exporter.core.graph_constants import check_constant_sizes
 from exporter.core.saved_model_proto import read_meta_graphs
 
 POLICY_FILE = Path(__file__).parent / "data" / "op_policy.json"
@@ -222,7 +223,9 @@ def check_saved_model_ops(saved_model_dir: str | Path, policy: OpPolicy | None =
             f"the SavedModel folder holds {' and '.join(others)} besides saved_model.pb: only "
             "saved_model.pb is checked, so no other form of the SavedModel may be there for a loader to read",
         )
-    check_meta_graphs(read_meta_graphs(saved_model_dir), policy)
+    meta_graphs = read_meta_graphs(saved_model_dir)
+    check_meta_graphs(meta_graphs, policy)
+    check_constant_sizes(meta_graphs)  # what its tensors claim beyond their bytes, before anything loads them
 
 
 def check_meta_graphs(meta_graphs: Iterable, policy: OpPolicy | None = None) -> None:

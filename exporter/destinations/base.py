@@ -2,7 +2,8 @@
 
 An export is written into the folder ``stage`` returns, verified there, and handed to
 ``publish`` with its report; ``discard`` removes what is left of a staging folder whatever
-happened (it is gone already after a publish that moved it). ``details`` are the facts of the
+happened (it is gone already after a publish that moved it); ``keep_folder`` is where a failed
+attempt's report is kept. ``details`` are the facts of the
 publish that belong in the report (a pushed image's digest, say); none for a folder.
 """
 
@@ -13,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
+from exporter.core.errors import ExportError
 from exporter.core.request import ExportRequest
 
 
@@ -46,8 +48,24 @@ class Destination(abc.ABC):
         doing the work (a bucket, a registry) answer at ``stage`` or ``publish``."""
         return None
 
+    def replaced_error(self) -> ExportError | None:
+        """The error to give when the destination is no longer the one staged into (a folder
+        swapped for another since ``stage``), which explains any failure after it; else None."""
+        return None
+
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
+
+    def keep_folder(self, staging: Path, name: str) -> tuple[Path, Path]:
+        """A folder `name` beside the staging folder, made if missing, for what a failed attempt
+        keeps: (the path to write in, the path to show)."""
+        folder = staging.parent / name
+        folder.mkdir(exist_ok=True)
+        return folder, folder
+
+    def shown(self, path: Path) -> Path:
+        """The path to show a user for `path`, one this destination handed out."""
+        return path
 
     def find_published(self, final_name: str) -> tuple[str, dict] | None:
         """(where, report) of a complete export already published under `final_name`, else None:

@@ -20,6 +20,17 @@ from exporter.core.request import ExportRequest
 from exporter.destinations.base import Destination
 
 
+def held_path(fd: int) -> Path:
+    """A path to the folder open as `fd` in this process, usable by this process and the processes
+    it starts under the same user: the kernel resolves it through the descriptor, not by name."""
+    return Path(f"/proc/{os.getpid()}/fd/{fd}")
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
 def local_path(prefix: str) -> Path | None:
     """The folder a local ``outputUriPrefix`` (a path or file:///abs) names; None for gs://."""
     if prefix.startswith("gs://"):
@@ -45,9 +56,11 @@ class LocalDestination(Destination):
     resolved once when the destination was made (the command line). Each folder on the way is
     opened relative to its already-open parent with ``O_NOFOLLOW | O_DIRECTORY`` and made with
     ``mkdir(dir_fd=...)``, so a folder swapped for a link, even between a check and its use, is
-    refused (``ELOOP``/``ENOTDIR``) instead of followed. ``publish`` walks again, checks that it
-    reached the very folder ``stage`` made the staging folder in (device and inode), and renames
-    relative to that open folder, so a swap after the walk cannot redirect the rename either.
+    refused (``ELOOP``/``ENOTDIR``) instead of followed. The destination folder and the staging
+    folder stay open from ``stage`` to ``discard``: the export is written through the staging
+    folder's descriptor, and published, kept (a failed attempt's report) or removed relative to the
+    destination folder's, so no write follows a folder swapped on the way after the walk.
+    ``publish`` walks again and refuses when the walk no longer reaches the folder held open.
     """
 
     options = frozenset({"output_roots"})
@@ -55,7 +68,11 @@ class LocalDestination(Destination):
     def __init__(self, folder: Path, output_roots: list[Path] | None = None):
         self.folder = folder
         self.output_roots = None if output_roots is None else [Path(root) for root in output_roots]
-        self._staged_in: tuple[int, int] | None = None
+        # Held from stage to discard: the destination folder, the staging folder's name in it,
+        # and the folders handed out as held paths: their descriptors and names.
+        self._held: int | None = None
+        self._staging_name: str | None = None
+        self._names: dict[int, str] = {}
 
     @classmethod
     def from_request(cls, request: ExportRequest, output_roots: list[str | Path] | None = None) -> LocalDestination:
@@ -137,7 +154,11 @@ class LocalDestination(Destination):
             os.close(fd)
 
     def stage(self, final_name: str) -> Path:
-        """Make the destination folder and an empty staging folder inside it."""
+        """Make the destination folder and an empty staging folder inside it; both are held open
+        until ``discard``, and the path returned reaches the staging folder through its descriptor
+        (``/proc/<pid>/fd/<n>``), so that a folder on the way swapped for a link while the export
+        runs cannot redirect a single write."""
+        self._release()
         fd = self._open_folder(create=True)
         try:
             try:
@@ -146,36 +167,76 @@ class LocalDestination(Destination):
             except FileNotFoundError:
                 pass
             # mkdir (not mkdtemp, which makes it 0700) so the export gets the user's umask.
-            staging = f".{final_name}.{secrets.token_hex(4)}.partial"
-            os.mkdir(staging, dir_fd=fd)
-            info = os.fstat(fd)
-            self._staged_in = (info.st_dev, info.st_ino)
-            return self.folder / staging
-        except OSError as error:
-            raise os_error(error, f"cannot write to the destination {str(self.folder)!r}") from None
+            name = f".{final_name}.{secrets.token_hex(4)}.partial"
+            os.mkdir(name, dir_fd=fd)
+            staging = os.open(name, _NO_FOLLOW, dir_fd=fd)
+        except BaseException as error:
+            os.close(fd)
+            if isinstance(error, OSError):
+                raise os_error(error, f"cannot write to the destination {str(self.folder)!r}") from None
+            raise
+        self._held, self._staging_name = fd, name
+        self._names[staging] = name
+        return held_path(staging)
+
+    def shown(self, path: Path) -> Path:
+        """The path a user knows for `path`, one that ``stage`` or ``keep_folder`` handed out."""
+        for fd, name in self._names.items():
+            held = held_path(fd)
+            if path == held or held in path.parents:
+                return self.folder / name / path.relative_to(held)
+        return path
+
+    def keep_folder(self, staging: Path, name: str) -> tuple[Path, Path]:
+        """A folder `name` beside the staging folder, in the folder held since ``stage``."""
+        if self._held is None:
+            return super().keep_folder(staging, name)
+        try:
+            os.mkdir(name, dir_fd=self._held)
+        except FileExistsError:
+            pass
+        fd = os.open(name, _NO_FOLLOW, dir_fd=self._held)
+        self._names[fd] = name
+        return held_path(fd), self.folder / name
+
+    def replaced_error(self) -> ExportError | None:
+        """FAILED_PRECONDITION when walking to the folder again (links not followed) no longer
+        reaches the folder held open since ``stage``."""
+        if self._held is None:
+            return None
+        try:
+            fd = self._open_folder(create=False)
+        except ExportError as error:
+            return error if error.code is Code.FAILED_PRECONDITION else None
+        try:
+            if _identity(fd) == _identity(self._held):
+                return None
         finally:
             os.close(fd)
+        return ExportError(
+            Code.FAILED_PRECONDITION,
+            f"the destination {str(self.folder)!r} was replaced while the export ran; nothing was published",
+        )
 
     def publish(self, staging: Path, final_name: str, report: dict) -> str:
         """Move the finished staging folder to its final name; return the export's location."""
         final = self.folder / final_name
-        fd = self._open_folder(create=False)  # checked again, now: the folder may have been swapped
+        if self._held is None or self._staging_name is None:
+            raise ExportError(Code.INTERNAL, "publish without a staging folder")
+        # The folder is walked again, now: one swapped for another (or a link) since stage is
+        # refused, since the export would land where the path no longer leads.
+        replaced = self.replaced_error()
+        if replaced is not None:
+            raise replaced
         try:
-            info = os.fstat(fd)
-            if self._staged_in != (info.st_dev, info.st_ino):
-                raise ExportError(
-                    Code.FAILED_PRECONDITION,
-                    f"the destination {str(self.folder)!r} was replaced while the export ran; nothing was published",
-                )
             # Atomic within one file system; refuses a non-empty target. Relative to the folder
-            # just checked: a swap of the path from here on does not move where this lands.
-            os.rename(staging.name, final_name, src_dir_fd=fd, dst_dir_fd=fd)
+            # held since stage: no path is resolved again.
+            os.rename(self._staging_name, final_name, src_dir_fd=self._held, dst_dir_fd=self._held)
         except OSError as error:
             if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise ExportError(Code.ALREADY_EXISTS, f"{final} already exists") from None
             raise os_error(error, "cannot publish the export") from None
-        finally:
-            os.close(fd)
+        self._staging_name = None
         return str(final)
 
     def find_published(self, final_name: str) -> tuple[str, dict] | None:
@@ -199,12 +260,26 @@ class LocalDestination(Destination):
             os.close(fd)
 
     def discard(self, staging: Path) -> None:
-        """Remove what is left of the staging folder, in the folder reached without links."""
+        """Remove what is left of the staging folder (in the folder held since ``stage``; a staging
+        folder named by an earlier process, in the folder reached without links) and let go of
+        what ``stage`` held."""
         try:
-            fd = self._open_folder(create=False)
-        except ExportError:
-            return  # no folder to clean, or one that is now a link: nothing of ours to remove there
-        try:
-            shutil.rmtree(staging.name, dir_fd=fd, ignore_errors=True)
+            if self._held is not None:
+                if self._staging_name is not None:
+                    shutil.rmtree(self._staging_name, dir_fd=self._held, ignore_errors=True)
+                return
+            try:
+                fd = self._open_folder(create=False)
+            except ExportError:
+                return  # no folder to clean, or one that is now a link: nothing of ours to remove there
+            try:
+                shutil.rmtree(staging.name, dir_fd=fd, ignore_errors=True)
+            finally:
+                os.close(fd)
         finally:
+            self._release()
+
+    def _release(self) -> None:
+        for fd in [*self._names, *([self._held] if self._held is not None else [])]:
             os.close(fd)
+        self._held, self._staging_name, self._names = None, None, {}

@@ -55,6 +55,11 @@ def make_celery(settings: ServiceSettings):
         worker_send_task_events=False,
     )
     if is_amqp(settings.broker_url):
+        # A job past consumer_timeout leaves one channel.close per broker tick waiting for the
+        # worker: reopened once, not once per Close (exporter.service.amqp_channel).
+        from exporter.service.amqp_channel import use_stale_close_tolerant_channels
+
+        use_stale_close_tolerant_channels()
         app.conf.update(
             # The solo pool runs a job in the loop that would answer heartbeats: RabbitMQ dropped
             # the connection of every job longer than the heartbeat timeout and delivered it again.

@@ -40,7 +40,8 @@ register_url_convertor("segment", SegmentConvertor())
 
 
 def error_response(error: ExportError) -> JSONResponse:
-    return JSONResponse(status_code=error.code.http_status, content=status_body(error))
+    headers = {"Connection": "close"} if isinstance(error, BodyTooLarge) else None
+    return JSONResponse(status_code=error.code.http_status, content=status_body(error), headers=headers)
 
 
 # Content types a JSON body may come with: JSON, none, and what ``curl -d`` sends by default
@@ -48,27 +49,39 @@ def error_response(error: ExportError) -> JSONResponse:
 JSON_CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded", "")
 
 
-def too_large(limit: int) -> ExportError:
-    return ExportError(Code.INVALID_ARGUMENT, f"request body larger than {limit} bytes (EXPORTER_MAX_BODY_BYTES)")
+# How much of an oversized body is read and dropped before the 400 is sent. A client that writes its
+# whole body before it reads (Python's urllib, most simple clients) would otherwise meet a closed
+# connection (a reset) instead of the error; past this bound the server stops reading anyway.
+DISCARD_BOUND = 64 << 20
+
+
+class BodyTooLarge(ExportError):
+    """A body over the limit: answered with ``Connection: close``, since its rest is not read."""
+
+    def __init__(self, limit: int):
+        super().__init__(Code.INVALID_ARGUMENT, f"request body larger than {limit} bytes (EXPORTER_MAX_BODY_BYTES)")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request's body, read chunk by chunk and refused as soon as it passes `limit` bytes.
 
-    A declared Content-Length above the limit is refused before anything is read; a chunked body
-    (no Content-Length) or one longer than it declared is refused at the chunk that passes the
-    limit, so at most `limit` bytes (plus one chunk) are ever held, whatever the client sends.
+    At most `limit` bytes (plus one chunk) are ever held, whatever the client sends. The rest of
+    an oversized body, up to DISCARD_BOUND, is read and dropped before the error is answered, so
+    that the client, still sending, gets the 400 rather than a reset connection.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
+    if declared is not None and declared.isdigit() and int(declared) > DISCARD_BOUND:
+        raise BodyTooLarge(limit)  # too much to drain: answered at once
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
+        if size > DISCARD_BOUND:
+            break
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise BodyTooLarge(limit)
     return b"".join(chunks)
 
 

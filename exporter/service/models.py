@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import shutil
-import stat
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
@@ -15,6 +14,7 @@ from pydantic.alias_generators import to_camel
 
 from exporter.core.errors import Code, ExportError, FieldViolation
 from exporter.core.manifest import DISPLAY_NAME, DISPLAY_NAME_RULE
+from exporter.core.model_snapshot import copy_without_following
 from exporter.core.model_source import check_confined, check_model_folder, read_model
 from exporter.core.model_types import MODEL_TYPES
 from exporter.service.resources import SEGMENT
@@ -173,54 +173,3 @@ def import_model(store: Store, settings: ServiceSettings, parent: str, request: 
             update_time=now,
         )
     )
-
-
-def copy_without_following(source: Path, target: Path) -> None:
-    """Copy a model folder, never following a link: links are copied as links (relative ones only:
-    an absolute link would lead out of the copy), and every folder and file is opened relative to
-    its already-open parent without following a link, so that a folder or file swapped for a link
-    while the copy runs is refused, not followed out of the model folder."""
-    no_follow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    top = os.open(source, no_follow | os.O_DIRECTORY)
-    try:
-        _copy_folder(top, target, "", no_follow)
-    finally:
-        os.close(top)
-
-
-def _copy_folder(folder_fd: int, target: Path, relative: str, no_follow: int) -> None:
-    target.mkdir()
-    with os.scandir(folder_fd) as entries:
-        names = sorted(entry.name for entry in entries)
-    for name in names:
-        where = f"{relative}{name}"
-        try:
-            info = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
-            if stat.S_ISLNK(info.st_mode):
-                link = os.readlink(name, dir_fd=folder_fd)
-                if os.path.isabs(link):
-                    raise ExportError(
-                        Code.INVALID_ARGUMENT,
-                        f"{where} is a link by absolute path: the service keeps its own copy of the model "
-                        "folder, so a link in it must be relative",
-                    )
-                os.symlink(link, target / name)
-            elif stat.S_ISDIR(info.st_mode):
-                child = os.open(name, no_follow | os.O_DIRECTORY, dir_fd=folder_fd)
-                try:
-                    _copy_folder(child, target / name, f"{where}/", no_follow)
-                finally:
-                    os.close(child)
-            else:
-                # O_NONBLOCK: a pipe swapped in opens at once (and is refused) instead of blocking.
-                file_fd = os.open(name, no_follow | os.O_NONBLOCK, dir_fd=folder_fd)
-                with open(file_fd, "rb") as source_file:
-                    if not stat.S_ISREG(os.fstat(file_fd).st_mode):
-                        raise ExportError(Code.INVALID_ARGUMENT, f"{where} is neither a file nor a folder")
-                    with open(target / name, "xb") as target_file:
-                        shutil.copyfileobj(source_file, target_file, 1 << 20)
-        except OSError as error:
-            # ELOOP or ENOTDIR: swapped for a link since it was listed; never followed.
-            raise ExportError(
-                Code.INVALID_ARGUMENT, f"cannot copy {where} from the model folder: {error.strerror}"
-            ) from None

@@ -75,7 +75,7 @@ class ServiceSettings(BaseSettings):
     sandbox_bwrap: str = "bwrap"
     sandbox_cpu_seconds: int = Field(default=900, ge=1)
     sandbox_memory_mb: int = Field(default=4096, ge=64)
-    sandbox_wall_seconds: float = Field(default=1800.0, gt=0)
+    sandbox_wall_seconds: float = Field(default=1800.0, ge=1)
 
     @model_validator(mode="after")
     def _visibility_outlasts_an_export(self) -> ServiceSettings:

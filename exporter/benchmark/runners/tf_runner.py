@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from tflite_runner import peak_memory_bytes, scores, time_phases  # beside this file, as run
+from tflite_runner import add_timing_options, measure  # beside this file, as run
 
 
 def main():
@@ -25,10 +25,7 @@ def main():
     parser.add_argument("saved_model")
     parser.add_argument("data")
     parser.add_argument("--kind", choices=("source", "serving"), required=True)
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--min-count", type=int, default=200)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
-    parser.add_argument("--warmup", type=int, default=10)
+    add_timing_options(parser)
     args = parser.parse_args()
 
     import numpy as np
@@ -59,17 +56,9 @@ def main():
             return next(iter(outputs.values())).numpy()[0]
         return serve(image_bytes=fed[index], key=tf.constant(["0"]))["scores"].numpy()[0]
 
-    phases = time_phases(invoke, count, args.warmup, args.min_count, args.min_seconds)
-    top1 = [int(np.argmax(invoke(i))) for i in range(count)]
-    result = {
-        "runtime": "tensorflow",
-        "runtimeVersion": tf.__version__,
-        "threads": args.threads,
-        "loadInitMs": load_ms,
-        **phases,
-        "peakMemoryBytes": peak_memory_bytes(),
-        **scores(top1, meta),
-    }
+    result = measure(
+        invoke, count, args, meta, np, runtime="tensorflow", runtimeVersion=tf.__version__, loadInitMs=load_ms
+    )
     print(json.dumps(result))
 
 

@@ -112,17 +112,51 @@ def peak_memory_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: KiB on Linux
 
 
+def import_runtime(module, what):
+    """(numpy, the runtime module); a missing one exits with MISSING and says which."""
+    try:
+        return importlib.import_module("numpy"), importlib.import_module(module)
+    except ImportError as error:
+        _fail_missing(f"{what} is not installed for {sys.executable}: {error}")
+
+
+def held_out(data, np):
+    """(meta.json, the held-out uint8 pixels [N, H, W, 3]) of the workload folder `data`."""
+    with open(os.path.join(data, "meta.json")) as handle:
+        meta = json.load(handle)
+    return meta, np.fromfile(os.path.join(data, "pixels.u8"), dtype=np.uint8).reshape(meta["shape"])
+
+
+def normalized(pixels, mean, std, np):
+    """float32 (pixel - mean) / std, as a consumer feeds a float input."""
+    return ((pixels.astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32)).astype(np.float32)
+
+
+def add_timing_options(parser):
+    """The options every runner takes: threads and how long the steady state runs."""
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--min-count", type=int, default=200)
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--warmup", type=int, default=10)
+
+
+def measure(invoke, count, args, meta, np, **facts):
+    """Time `invoke(index)` over the `count` images, then top-1 on each: the runner's JSON answer,
+    `facts` (runtime, version, ...) first."""
+    phases = time_phases(invoke, count, args.warmup, args.min_count, args.min_seconds)
+    top1 = [int(np.argmax(invoke(i))) for i in range(count)]
+    facts.update(python=platform.python_version(), machine=platform.machine(), threads=args.threads)
+    return {**facts, **phases, "peakMemoryBytes": peak_memory_bytes(), **scores(top1, meta)}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
     parser.add_argument("data")
     parser.add_argument("--runtime", default="ai_edge_litert", choices=("ai_edge_litert", "tflite_runtime"))
-    parser.add_argument("--threads", type=int, default=1)
+    add_timing_options(parser)
     parser.add_argument("--no-xnnpack", action="store_true")
     parser.add_argument("--delegate", default=None)
-    parser.add_argument("--min-count", type=int, default=200)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
-    parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--mean", default=None, help="comma-separated, from the model's metadata")
     parser.add_argument("--std", default=None, help="comma-separated, from the model's metadata")
     args = parser.parse_args()
@@ -133,7 +167,7 @@ def main():
     pixels = np.fromfile(os.path.join(args.data, "pixels.u8"), dtype=np.uint8).reshape(meta["shape"])
     mean = [float(v) for v in args.mean.split(",")] if args.mean else meta["mean"]
     std = [float(v) for v in args.std.split(",")] if args.std else meta["std"]
-    inputs = (pixels.astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32)
+    inputs = normalized(pixels, mean, std, np)
 
     options = {"model_path": args.model, "num_threads": args.threads}
     if args.no_xnnpack:  # the plain builtin kernels, without the default XNNPACK delegate
@@ -165,20 +199,17 @@ def main():
         interpreter.invoke()
         return interpreter.get_tensor(source_out["index"])[0]
 
-    phases = time_phases(invoke, len(fed), args.warmup, args.min_count, args.min_seconds)
-    top1 = [int(np.argmax(invoke(i))) for i in range(len(fed))]
-    result = {
-        "runtime": args.runtime,
-        "runtimeVersion": version,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "threads": args.threads,
-        "xnnpack": not args.no_xnnpack,
-        "loadInitMs": load_ms,
-        **phases,
-        "peakMemoryBytes": peak_memory_bytes(),
-        **scores(top1, meta),
-    }
+    result = measure(
+        invoke,
+        len(fed),
+        args,
+        meta,
+        np,
+        runtime=args.runtime,
+        runtimeVersion=version,
+        xnnpack=not args.no_xnnpack,
+        loadInitMs=load_ms,
+    )
     print(json.dumps(result))
 
 

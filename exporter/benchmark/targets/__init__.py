@@ -1,7 +1,8 @@
 """Every benchmark target by name, and the --targets list resolved against them.
 
 A name is a target (``litert-cpu-2t-noxnnpack``, ``ssh:pi4``) or a family: ``litert`` (1, 2 and 4
-threads, XNNPACK on and off), ``ssh`` (every inventory device), ``all``.
+threads, XNNPACK on and off), ``onnxruntime`` and ``openvino`` (1, 2 and 4 threads), ``ssh``
+(every inventory device), ``all``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from exporter.benchmark.inventory import Device
 from exporter.benchmark.targets.base import Artifact, NotRunnable, RunnerFailed, Target, Workload
 from exporter.benchmark.targets.edgetpu import edgetpu
 from exporter.benchmark.targets.js import ChromiumWasm, NodeWasm
-from exporter.benchmark.targets.local import litert_cpu, tensorflow_cpu
+from exporter.benchmark.targets.local import litert_cpu, onnxruntime_cpu, openvino_cpu, tensorflow_cpu
 from exporter.benchmark.targets.serving import tf_serving
 from exporter.benchmark.targets.ssh import ssh_devices
 from exporter.core.errors import Code, ExportError
@@ -22,6 +23,8 @@ def all_targets(devices: list[Device] = ()) -> list[Target]:
     return [
         tensorflow_cpu(),
         *litert_cpu(),
+        *onnxruntime_cpu(),
+        *openvino_cpu(),
         NodeWasm("node-wasm", ("tf_js",)),
         ChromiumWasm("chromium-wasm", ("tf_js",)),
         tf_serving(),
@@ -34,6 +37,8 @@ def families(targets: list[Target]) -> dict[str, list[Target]]:
     return {
         "all": targets,
         "litert": [t for t in targets if t.name.startswith("litert-")],
+        "onnxruntime": [t for t in targets if t.name.startswith("onnxruntime-")],
+        "openvino": [t for t in targets if t.name.startswith("openvino-")],
         "ssh": [t for t in targets if t.name.startswith("ssh:")],
     }
 

@@ -73,7 +73,7 @@ class Target(abc.ABC):
 def tflite_feed(model: Path) -> list[str]:
     """The runner's --mean and --std: the normalization the model's own metadata tells its
     consumers to apply (MediaPipe reads the same); none for a file without metadata."""
-    from converters.tflite_metadata import read_metadata
+    from converters.tflite.metadata import read_metadata
 
     found = read_metadata(model.read_bytes())
     if found is None:

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from converters.browser import CHROMIUM, served
-from converters.node_runtime import check_node, node_modules
+from converters.tf_js.browser import CHROMIUM, served
+from converters.tf_js.node_runtime import check_node, node_modules
 from exporter.benchmark.targets.base import RUNNERS, Artifact, NotRunnable, RunnerFailed, Target, Workload, run_json
 from exporter.core.errors import ExportError
 

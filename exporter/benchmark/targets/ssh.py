@@ -4,9 +4,10 @@ run it there, bring its JSON back, and leave nothing behind.
 paramiko rather than the OpenSSH client: its errors are typed (a host key that does not match,
 an unknown host, refused authentication, an unreachable address), so each becomes a row's reason
 without parsing a client's messages, and SFTP copies need no second program. Host key checking is
-always on: the device's key must be in the inventory's known_hosts file. The runner
-(runners/tflite_runner.py) needs only Python, numpy and the device's TFLite runtime, and computes
-accuracy and agreement there, so a runtime that differs on the device shows in its row.
+always on: the device's key must be in the inventory's known_hosts file. The runners
+(runners/tflite_runner.py, onnx_runner.py, openvino_runner.py) need only Python, numpy and the
+device's TFLite runtime, onnxruntime or OpenVINO, and compute accuracy and agreement there, so a
+runtime that differs on the device shows in its row.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ from exporter.benchmark.targets.base import (
 CONNECT_SECONDS = 10
 RUN_SECONDS = 1800
 NOT_FOUND_STATUS = 127  # the shell's status for a command it cannot find
+# The formats a device runs: the runner that times each, and the artifact files it reads (the first
+# is the model it is given).
+DEVICE_RUNNERS = {
+    "tflite": ("tflite_runner.py", ("model.tflite",)),
+    "onnx": ("onnx_runner.py", ("model.onnx",)),
+    "openvino": ("openvino_runner.py", ("model.xml", "model.bin")),
+}
 
 
 def _fingerprint(key) -> str:
@@ -114,19 +122,24 @@ class SshDevice(Target):
             raise RunnerFailed(f"{self.where}: could not remove {folder}: {err.strip()[-200:]}")
 
     def _run_in(self, client, folder: str, artifact: Artifact, workload: Workload) -> dict:
+        device = self.device
+        runner, files = DEVICE_RUNNERS[artifact.model_format]
+        command = [device.python, runner, files[0], "data", f"--threads={device.threads}"]
+        if artifact.model_format == "tflite":
+            command += [f"--runtime={device.runtime}", *tflite_feed(artifact.folder / files[0])]
+        command += workload.runner_options()
         sftp = client.open_sftp()
         try:
-            sftp.put(str(RUNNERS / "tflite_runner.py"), f"{folder}/tflite_runner.py")
-            sftp.put(str(artifact.folder / "model.tflite"), f"{folder}/model.tflite")
+            # Every runner imports tflite_runner's timing, beside it as run.
+            for name in dict.fromkeys(("tflite_runner.py", runner)):
+                sftp.put(str(RUNNERS / name), f"{folder}/{name}")
+            for name in files:
+                sftp.put(str(artifact.folder / name), f"{folder}/{name}")
             sftp.mkdir(f"{folder}/data")
             for name in ("pixels.u8", "meta.json"):
                 sftp.put(str(workload.data_dir / name), f"{folder}/data/{name}")
         finally:
             sftp.close()
-        device = self.device
-        command = [device.python, "tflite_runner.py", "model.tflite", "data", f"--runtime={device.runtime}"]
-        command += [f"--threads={device.threads}", *tflite_feed(artifact.folder / "model.tflite")]
-        command += workload.runner_options()
         status, out, err = self._exec(client, f"cd {shlex.quote(folder)} && {shlex.join(command)}", timeout=RUN_SECONDS)
         if status == NOT_FOUND_STATUS:
             raise NotRunnable(f"{self.where}: {device.python} is not found on the device")
@@ -138,4 +151,4 @@ class SshDevice(Target):
 
 
 def ssh_devices(devices: list[Device]) -> list[SshDevice]:
-    return [SshDevice(f"ssh:{device.name}", ("tflite",), device=device) for device in devices]
+    return [SshDevice(f"ssh:{device.name}", tuple(DEVICE_RUNNERS), device=device) for device in devices]

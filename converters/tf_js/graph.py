@@ -4,7 +4,7 @@ TensorFlow's oneDNN graph rewrites (on by default on x86) fuse Conv + HardSwish 
 ``_FusedHardSwish`` and similar ops that no tfjs backend implements, so a MobileNetV3 converted
 under them runs nowhere. The switch (``TF_ENABLE_ONEDNN_OPTS=0``) is read when TensorFlow is
 imported: where this process already runs TensorFlow with the rewrites on, the conversion runs
-in a fresh Python process with them off (``python -m converters.tfjs_graph``). That process dies
+in a fresh Python process with them off (``python -m converters.tf_js.graph``). That process dies
 with the one that started it (a worker killed mid-export must not leave it writing into a staging
 folder that the operation's next attempt has already cleaned).
 """
@@ -64,7 +64,7 @@ def convert_graph(
         return
     arguments = [str(saved_model), str(workdir), quantization, str(shard_size_bytes), json.dumps(metadata)]
     done = subprocess.run(
-        [sys.executable, "-m", "converters.tfjs_graph", *arguments],
+        [sys.executable, "-m", "converters.tf_js.graph", *arguments],
         env={**os.environ, ONEDNN_SETTING: "0", "TF_CPP_MIN_LOG_LEVEL": "3", PARENT_SETTING: str(os.getpid())},
         capture_output=True,
         text=True,

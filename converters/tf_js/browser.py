@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converters.node_runtime import node_modules
+from converters.tf_js.node_runtime import node_modules
 from exporter.core.errors import Code, ExportError
 
 PAGE = Path(__file__).resolve().parent / "js" / "page.html"

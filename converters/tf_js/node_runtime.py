@@ -18,7 +18,7 @@ import numpy as np
 
 from exporter.core.errors import Code, ExportError
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]  # the checkout: converters/tf_js/ is two levels down
 SCRIPTS = Path(__file__).resolve().parent / "js"
 REQUIRED = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm")
 

@@ -1,7 +1,7 @@
 """modelFormat ``tf_js``: a TensorFlow.js graph model, verified in Node.js.
 
 Converted from the source SavedModel's serving signature (not the serving model, which decodes
-JPEG in the graph), from a graph no oneDNN rewrite touched (``converters/tfjs_graph.py``).
+JPEG in the graph), from a graph no oneDNN rewrite touched (``converters/tf_js/graph.py``).
 Verified on the wasm backend, where users run tfjs models most; where wasm refuses an op or a
 shape, on the cpu backend instead. The report records each backend's outcome; the export fails
 (FAILED_PRECONDITION, a runtime's limit) only when no backend runs the model. With
@@ -24,10 +24,10 @@ import numpy as np
 
 from converters.base import Converter, register
 from converters.graph_rewrites import for_converters, needs_rewrite
-from converters.node_runtime import BackendRefused, tfjs_predict
 from converters.output_scores import ScoresPlan, plan_for, recorded_kind, scores_function
 from converters.signature import load_serving_signature
-from converters.tfjs_graph import convert_graph
+from converters.tf_js.graph import convert_graph
+from converters.tf_js.node_runtime import BackendRefused, tfjs_predict
 from converters.verification import CheckReport, Tolerance, compare
 from exporter.core.errors import Code, ExportError
 from exporter.core.images import load_image_set

@@ -5,7 +5,7 @@ want static shapes): the serving signature is traced at batch 1 and saved once p
 ``shared_loads()`` scope as a SavedModel every mode converts from. ``uint8`` and ``int8`` are
 full-integer quantization, sharing one calibration within a scope, with integer input and output
 (``uint8`` as AutoML's QUANTIZED_UINT8 exports); they take raw 0..255 pixels whatever the model's
-normalization, which is folded into the graph before quantizing (converters/tflite_input.py).
+normalization, which is folded into the graph before quantizing (converters/input_plan.py).
 Their representative dataset is the model's calibration images plus one of them with a black and a
 white pixel, so the input's quantization covers the whole pixel range (scale 1, zero point 0 for
 uint8; zero point -128 for int8, as MediaPipe feeds it). When plain quantization misses its budget,
@@ -28,17 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
-from converters import calibration_ranges as ranges
 from converters import quantization_budget as budget
 from converters.base import Converter, register
+from converters.calibration import calibration_pixels
+from converters.input_plan import InputPlan, consumer_scores, input_plan
 from converters.load_scope import shared, shared_folder
 from converters.output_scores import plan_scores, scores_function
 from converters.signature import load_serving_signature
-from converters.tflite_input import InputPlan, consumer_scores, input_plan
-from converters.tflite_metadata import embed_metadata, read_metadata
-from converters.verification import Tolerance, VerificationFailed, compare, make_reference
+from converters.tflite import calibration_ranges as ranges
+from converters.tflite.metadata import embed_metadata, read_metadata
+from converters.verification import Tolerance, compare, make_reference
 from exporter.core.errors import ExportError
-from exporter.core.images import list_images, load_image_set
+from exporter.core.images import list_images
 from exporter.core.labels import write_labels
 from exporter.core.report import engine_version
 from exporter.core.tflite_model import TFLiteModel
@@ -69,32 +70,6 @@ MODES = {
 }
 
 
-def range_anchor(image: np.ndarray) -> np.ndarray:
-    """A copy of calibration `image` whose first two pixels are black and white in every channel.
-
-    Added to the calibration images, it makes the input's calibrated range exactly 0..255 (scale 1)
-    while every other tensor sees a natural image: a synthetic full-range image (an earlier
-    choice, a 0..255 ramp) also stretched the ranges inside the network, and EfficientNetB0's uint8
-    export flipped 18 held-out images with it against 11 with this anchor.
-    """
-    anchored = image.copy()
-    anchored[0, 0, :], anchored[0, 1, :] = 0, 255
-    return anchored
-
-
-def calibration_pixels(source, count: int) -> np.ndarray:
-    """uint8 calibration pixels: `count` calibration images, then the range anchor (last)."""
-    images = load_image_set(
-        source.calibration_dir,
-        source.labels,
-        source.height,
-        source.width,
-        limit=count,
-        purpose="calibration",
-    )
-    return np.concatenate([images.pixels, range_anchor(images.pixels[0])[None]])
-
-
 def representative_inputs(source, count: int, plan: InputPlan | None = None) -> np.ndarray:
     """Float calibration inputs, as the export's input takes them (default: the model's own)."""
     plan = plan or input_plan(source, integer=False)
@@ -103,11 +78,7 @@ def representative_inputs(source, count: int, plan: InputPlan | None = None) -> 
 
 def budget_tolerance(quantization: str, params: dict[str, str]) -> Tolerance:
     """The mode's tolerance, its flip budget replaced by ``max_disagreement`` unless that is ``auto``."""
-    tolerance = MODES[quantization].tolerance
-    value = params.get("max_disagreement", "auto")
-    if value == "auto":
-        return tolerance
-    return dataclasses.replace(tolerance, max_disagreement_fraction=float(value))
+    return budget.with_budget(MODES[quantization].tolerance, params)
 
 
 @contextmanager
@@ -240,20 +211,7 @@ def _artifact_scores(flatbuffer: bytes, pixels: np.ndarray, plan: InputPlan) -> 
 def _measure(flatbuffer, reference, plan, tolerance, scores_kind, what) -> dict:
     """What the verification would measure of one candidate (it raises nothing)."""
     scores = _artifact_scores(flatbuffer, reference.images.pixels, plan)
-    try:
-        check = compare("ai_edge_litert", reference, scores, tolerance, what=what, scores_kind=scores_kind)
-    except VerificationFailed as failed:
-        check = failed.check
-    return {
-        "decided": check.decided,
-        "agreeing": check.agreeing,
-        "flips": check.decided - check.agreeing,
-        "allowed": check.allowed_disagreements,
-        "artifact_accuracy": check.artifact_accuracy,
-        "source_accuracy": check.source_accuracy,
-        "mean_abs_diff": round(check.mean_abs_diff, 6),
-        "passed": check.passed,
-    }
+    return budget.measured("ai_edge_litert", reference, scores, tolerance, scores_kind, what)
 
 
 def quantize_within_budget(

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from containers.edgetpu_compiler import find_compiler
 from converters.base import Converter, register
-from converters.edgetpu_compat import compatibility_report, compile_blocker
-from converters.tflite import MODEL_FILE
+from converters.edgetpu_tflite.compat import compatibility_report, compile_blocker
+from converters.tflite.converter import MODEL_FILE
 from converters.verification import CheckReport
 from exporter.core.errors import Code, ExportError
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from converters.base import Converter, library_failure, register
 from converters.graph_rewrites import for_converters, needs_rewrite
+from converters.input_plan import InputPlan
 from converters.output_scores import (
     KIND_SAMPLE,
     LOGITS,
@@ -40,7 +41,6 @@ from converters.output_scores import (
     scores_function,
 )
 from converters.signature import load_serving_signature
-from converters.tflite_input import InputPlan
 from converters.verification import CheckReport, Tolerance, Verification, compare, make_reference
 from exporter.core.errors import Code, ExportError
 from exporter.core.labels import write_labels
