@@ -135,7 +135,11 @@ def export(
     for path, flag in ((images, "--images"), (labels, "--labels")):
         if path is not None and not path.exists():
             raise ExportError(Code.NOT_FOUND, f"{flag} {str(path)!r} does not exist")
-    open_destination(request, **({"keep_context": build_context} if build_context is not None else {})).check()
+    options = {"keep_context": build_context} if build_context is not None else {}
+    # Opened once: a local path is resolved here, and the export writes where this check wrote,
+    # even if a folder on the way is swapped for a link before staging.
+    destination = open_destination(request, **options)
+    destination.check()
     if choice.note:
         print(f"exporter: note: {choice.note}", file=sys.stderr)
     config = output_config(choice.name, output, params)
@@ -159,7 +163,6 @@ def export(
                 STOP_SIGNALS.check()
                 progress.update(stage, event)
 
-            options = {"keep_context": build_context} if build_context is not None else {}
             result = export_model(
                 model,
                 config,
@@ -167,7 +170,7 @@ def export(
                 labels=labels,
                 input_size=size,
                 progress=on_stage,
-                destination_options=options,
+                destination=destination,
                 sandbox=chosen_sandbox,
             )
     if as_json:

@@ -34,7 +34,7 @@ from exporter.core.model_types import CLOUD_MODEL_TYPE
 from exporter.core.report import REPORT_FILE, build_report, write_report
 from exporter.core.request import ExportRequest, parse_output_config
 from exporter.core.stop_request import requested_stop
-from exporter.destinations import open_destination
+from exporter.destinations import Destination, open_destination
 from exporter.failed_export import (
     ExportFailed,
     convert_reports,
@@ -153,6 +153,7 @@ def _export_folder(
     progress: Progress | None = None,
     started: datetime | None = None,
     destination_options: dict[str, Any] | None = None,
+    destination: Destination | None = None,
     sandbox: Sandbox | None = None,
     keep_failed_report: bool = True,
     cache: ExportCache | None = None,
@@ -164,7 +165,8 @@ def _export_folder(
     "params": {"quantization": "uint8"}}``. `images`, `labels` and `input_size` fill in what the
     model folder lacks (see ``read_model``). `destination_options` are the destination's own options
     (a docker export's ``keep_context``: a new folder that receives the image's build context for
-    a rebuild by hand). With a `sandbox` the convert and verify steps run in its confined child
+    a rebuild by hand). A `destination` opened (and checked) by the caller is used as it is: its
+    path was resolved once, when it was opened, and is not resolved again. With a `sandbox` the convert and verify steps run in its confined child
     process (TensorFlow is imported there, not here); without one they run in this process.
     Raises ExportError (ExportFailed once staged, with the failed attempt's report, kept in a
     ``.<name>.failed`` folder unless `keep_failed_report` is False); returns where the export
@@ -180,7 +182,8 @@ def _export_folder(
         source = read_model(model, images=images, input_size=input_size, labels=labels)
         source.require_images()
         check_exportable(source, request)
-        destination = open_destination(request, **(destination_options or {}))
+        if destination is None:
+            destination = open_destination(request, **(destination_options or {}))
         if sandbox is None:
             converter.prepare()
         else:
