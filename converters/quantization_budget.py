@@ -17,6 +17,8 @@ against the source on the held-out images. Each try starts from the best try so 
    layer compared with its float twin on the calibration images, ranked by root-mean-square error
    / scale, as TensorFlow's debugger guide ranks them) added to the best try's float layers in
    groups of 1, 2, 4, ... up to ``MAX_FLOAT_LAYERS`` in all, while the input and output stay integer.
+   The onnx and openvino searches (``search_within_budget``) rank their quantized activations in
+   their own runtime instead (converters/onnx/layer_errors.py, converters/openvino/layer_errors.py).
 
 A try is better when it passes, then when it flips fewer images, then when its scores are closer
 to the source's. The search stops at the first try that passes; the best try is published (or,
@@ -247,7 +249,7 @@ def _name(tensor) -> str:
     return tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
 
 
-def float_layer_groups(ranked: list[str], limit: int = MAX_FLOAT_LAYERS) -> list[list[str]]:
+def float_layer_groups(ranked: list, limit: int = MAX_FLOAT_LAYERS) -> list[list]:
     """The ranked layers in groups of 1, 2, 4, ... holding at most `limit` of them in all."""
     groups, start, size = [], 0, 1
     ranked = ranked[:limit]
@@ -283,6 +285,10 @@ class Search:
     @property
     def best(self) -> Recipe:
         return self._recipes[self._best]
+
+    @property
+    def best_model(self):
+        return self._models[self._best]
 
     @property
     def passed(self) -> bool:
@@ -359,7 +365,9 @@ class RuntimeQuantizer:
     ``quantize(inputs, recipe)`` makes a try from float calibration `inputs`, ``scores(candidate)``
     runs it on the held-out pixels, ``latency(candidate)`` times one image on one thread;
     ``range_rules`` are its activation range estimators after min/max, ``head()`` the classifier
-    head's node names to leave in float.
+    head's node names to leave in float, ``worst_layers(candidate, inputs)`` the quantized layers
+    of a try, largest quantization error on `inputs` first, each as the node names that keep it
+    in float.
     """
 
     runtime: str
@@ -368,13 +376,16 @@ class RuntimeQuantizer:
     latency: Callable[[object], float]
     range_rules: tuple[str, ...]
     head: Callable[[], list[str]]
+    worst_layers: Callable[[object, np.ndarray], list[tuple[str, ...]]]
 
 
 def search_within_budget(source, params: dict[str, str], plan, reference, scores_kind, tolerance, what, quantizer):
     """Plain quantization, then the remedies ``quantization_remedies`` allows, each from the best
     try so far, until one meets `tolerance`: every calibration image, each range rule, the head in
-    float. Returns (the best try, every try as the report records them). TFLite's own search
-    (converters/tflite) adds its debugger's layers."""
+    float, then the layers with the largest quantization error on the best try's calibration
+    images in float, in groups of 1, 2, 4, ... (``float_layer_groups``), each group added to the
+    best try's. Returns (the best try, every try as the report records them). TFLite's own search
+    (converters/tflite) ranks its layers with TFLite's debugger."""
     from converters.calibration import calibration_pixels
     from exporter.core.images import list_images
 
@@ -405,6 +416,18 @@ def search_within_budget(source, params: dict[str, str], plan, reference, scores
         layers = tuple(quantizer.head())
         if layers and not set(layers) <= set(search.best.float_layers):
             search.attempt("float_head", replace(search.best, float_layers=layers))
+    if "float_layers" in steps and not search.passed:
+        inputs = plan.feed(pixels(search.best.calibration_images))
+        ranked = [
+            layer
+            for layer in quantizer.worst_layers(search.best_model, inputs)
+            if not set(layer) <= set(search.best.float_layers)
+        ]
+        for group in float_layer_groups(ranked):
+            if search.passed:
+                break
+            nodes = dict.fromkeys(node for layer in group for node in layer if node not in search.best.float_layers)
+            search.attempt("float_layers", replace(search.best, float_layers=search.best.float_layers + tuple(nodes)))
     return search.result()
 
 

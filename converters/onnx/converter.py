@@ -13,8 +13,9 @@ per channel and int8 activations calibrated on the calibration images). ``int8``
 pixels like the tflite ``uint8`` export (its metadata says mean 0, std 1) and is held to the same
 accuracy budget, with the remedies of converters/quantization_budget.py where onnxruntime has
 them: more calibration images, activation ranges by onnxruntime's percentile and entropy
-calibrators instead of min/max, and the classifier head left in float (the debugger-ranked
-``float_layers`` remedy is TFLite's and is not tried). ``onnx.checker`` passes on every artifact.
+calibrators instead of min/max, the classifier head left in float, then the activations with the
+largest quantization error left in float (converters/onnx/layer_errors.py ranks them, as TFLite's
+debugger ranks its layers). ``onnx.checker`` passes on every artifact.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from converters.base import Converter, library_failure, register
 from converters.input_plan import InputPlan, input_plan
 from converters.load_scope import shared
 from converters.modes import MODES, budget_tolerance
+from converters.onnx import layer_errors
 from converters.output_scores import ANY_BATCH_INPUT, any_batch_function, plan_scores
 from converters.verification import compare, make_reference
 from exporter.core import onnx_model as runtime
@@ -136,6 +138,7 @@ def int8_within_budget(source, params, plan, model: bytes, scores_kind, referenc
         latency=runtime.latency_ms,
         range_rules=RANGE_RULES,
         head=lambda: classifier_head(model),
+        worst_layers=lambda candidate, inputs: layer_errors.worst_layers(candidate, inputs, INPUT_NAME),
     )
     tolerance = budget_tolerance("int8", params)
     return budget.search_within_budget(

@@ -12,7 +12,8 @@ reads them), ``dict.txt`` beside it.
 ``int8`` (NNCF post-training quantization, calibrated on the calibration images, raw 0..255
 pixels in like the tflite ``uint8`` export), held to the same accuracy budget with the remedies
 NNCF offers: more calibration images, activation ranges by mean quantiles instead of min/max, the
-classifier head left in float (NNCF's ignored scope).
+classifier head left in float (NNCF's ignored scope), then the activations with the largest
+quantization error left in float (converters/openvino/layer_errors.py ranks them).
 
 Verification compiles the IR with ``INFERENCE_PRECISION_HINT`` f32. Where the CPU plugin's own
 default is another precision (bfloat16 on CPUs with AMX or AVX512_BF16), what a user gets by
@@ -34,6 +35,7 @@ from converters.base import Converter, library_failure, register
 from converters.input_plan import InputPlan, input_plan
 from converters.load_scope import shared, shared_folder
 from converters.modes import MODES, budget_tolerance
+from converters.openvino import layer_errors
 from converters.output_scores import ANY_BATCH_INPUT, any_batch_function, plan_scores
 from converters.verification import Tolerance, compare, make_reference
 from exporter.core import openvino_model as runtime
@@ -146,6 +148,7 @@ def int8_within_budget(source, params, plan, model, scores_kind, reference):
         latency=lambda candidate: runtime.latency_ms(runtime.compile_model(candidate.model, threads=1)),
         range_rules=RANGE_RULES,
         head=lambda: classifier_head(model),
+        worst_layers=lambda candidate, inputs: layer_errors.worst_layers(candidate.model, inputs),
     )
     tolerance = budget_tolerance("int8", params)
     best, tries = budget.search_within_budget(
