@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/export_speed.py [--model DIR]
 
-The engine exports tflite (all five modes), tf_saved_model, tf_js, core_ml and onnx in one process
+The engine exports tflite (all five modes), tf_saved_model, tf_js, core_ml, onnx and openvino in one process
 (one TensorFlow import, through ``exporter.run.export_model``, each export verified). The stock
 tools run one after another as a user would: the TFLiteConverter script per mode
 (stock_tflite_convert.py), ``tensorflowjs_converter``, the coremltools script
 (stock_coreml_convert.py), a hand-written serving SavedModel re-export
-(stock_savedmodel_export.py) and tf2onnx's conversion as its command line makes it
-(stock_onnx_convert.py), each a whole command. Prints the ratio of the totals, the engine's
+(stock_savedmodel_export.py), tf2onnx's conversion as its command line makes it
+(stock_onnx_convert.py) and OpenVINO's as ``ovc`` makes it (stock_openvino_convert.py), each a
+whole command. Prints the ratio of the totals, the engine's
 time without its verification (its verification-free minimum), its time split by stage, each
 format's conversion stage against the stock tool's, and the engine process's peak memory; states
 which goals are met and, where missed, by how much. edgetpu_tflite (no Edge TPU compiler here)
@@ -35,6 +36,7 @@ ENGINE_EXPORTS = (
     ("tf_js", {"quantization": "float32"}),
     ("core_ml", {"model_type": "neuralnetwork", "precision": "float32"}),
     ("onnx", {"quantization": "float32"}),
+    ("openvino", {"quantization": "float32"}),
 )
 GIB = 1 << 30
 # What the engine's convert stage does beyond the stock tool's conversion, by format.
@@ -48,6 +50,8 @@ BEYOND_STOCK = {
     "tf_saved_model": "builds the serving graph with key and labels outputs and AutoML's input contract",
     "onnx": "traces the serving signature with a dynamic batch and named input and output, writes labels "
     "and normalization into metadata_props, and runs onnx.checker's full check",
+    "openvino": "traces the serving signature with a dynamic batch and saves it as a SavedModel before "
+    "OpenVINO reads it, names the input and output, and writes labels and normalization into rt_info",
 }
 
 
@@ -133,6 +137,12 @@ def stock_runs(model: Path, work: Path) -> dict[str, dict]:
         str(script / "stock_onnx_convert.py"),
         str(source.saved_model_dir),
         str(work / "model.onnx"),
+    ]
+    commands[label("openvino", {"quantization": "float32"})] = [
+        sys.executable,
+        str(script / "stock_openvino_convert.py"),
+        str(source.saved_model_dir),
+        str(work / "openvino" / "model.xml"),
     ]
     runs = {}
     for name, command in commands.items():

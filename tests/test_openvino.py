@@ -110,3 +110,15 @@ def test_predict_runs_an_openvino_export_from_the_command_line(openvino_exports,
     for image in images:
         assert f"{image.parent.name} (" in done.stdout
     assert "(probability)" in done.stdout
+
+
+def test_a_model_taking_encoded_images_converts_from_its_pruned_graph(zoo_model, tmp_path):
+    """The tutorial model as a serving model that decodes JPEG/PNG bytes: OpenVINO's frontend
+    refuses the decoding loop kept in the function the classifier is cut from, so the graph frozen
+    and pruned to the scores is what it reads; the export is verified as any other."""
+    import zoo
+
+    held_as, options = zoo.export_arguments(zoo_model("tutorial_image_bytes"))
+    for quantization in ("float32", "int8"):
+        result = export_model(held_as, openvino_config(tmp_path / quantization, quantization=quantization), **options)
+        assert result.report["checks"]["verification"]["passed"], quantization

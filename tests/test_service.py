@@ -331,7 +331,10 @@ def test_service_command_line(server, canary_model):
     assert down.returncode == 1 and down.stderr.startswith("exporter: UNAVAILABLE: ")
 
 
-@pytest.mark.parametrize("model_format,artifact", [("tf_js", "model.json"), ("core_ml", "model.mlmodel")])
+@pytest.mark.parametrize(
+    "model_format,artifact",
+    [("tf_js", "model.json"), ("core_ml", "model.mlmodel"), ("onnx", "model.onnx"), ("openvino", "model.bin")],
+)
 def test_other_formats_through_the_api(server, model_format, artifact):
     destination = server.outputs / model_format
     started = server.call(

@@ -83,8 +83,27 @@ def export_graph_folder(source, plan: InputPlan, add_softmax: bool, output_name:
     return shared_folder(("openvino graph", where, plan, add_softmax, output_name), write)
 
 
+def pruned_graph(source, plan: InputPlan, add_softmax: bool, output_name: str):
+    """The export's graph frozen (variables as constants, functions inlined) and pruned to what the
+    output needs, as a GraphDef."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    function = any_batch_function(source, plan.to_model_input, add_softmax, output_name)[0].get_concrete_function()
+    frozen = convert_variables_to_constants_v2(function)
+    return tf.compat.v1.graph_util.extract_sub_graph(
+        frozen.graph.as_graph_def(), [tensor.op.name for tensor in frozen.outputs]
+    )
+
+
 def float_model(source, plan: InputPlan, add_softmax: bool, output_name: str):
-    """The float32 OpenVINO model of the export's graph, input and output named."""
+    """The float32 OpenVINO model of the export's graph, input and output named.
+
+    The graph is read from a SavedModel, as OpenVINO reads a model's own. Where OpenVINO's
+    TensorFlow frontend cannot translate one of its functions (a model that takes encoded images
+    keeps its decoding loop in the function the classifier was cut from, and the frontend refuses
+    the loop's ``Switch``), the graph frozen and pruned to what the output needs is read instead.
+    """
 
     def build():
         import openvino
@@ -93,7 +112,10 @@ def float_model(source, plan: InputPlan, add_softmax: bool, output_name: str):
             try:
                 model = openvino.convert_model(str(folder))
             except Exception as error:  # noqa: BLE001  (the frontends raise their own types)
-                raise library_failure("openvino", error) from None
+                try:
+                    model = openvino.convert_model(pruned_graph(source, plan, add_softmax, output_name))
+                except Exception:  # noqa: BLE001  (the first failure is the one that explains)
+                    raise library_failure("openvino", error) from None
         model.inputs[0].get_tensor().set_names({INPUT_NAME})
         model.outputs[0].get_tensor().set_names({output_name})
         return model
