@@ -147,3 +147,14 @@ def test_predict_runs_an_onnx_export_from_the_command_line(onnx_exports, digits_
     for image in images:
         assert f"{image.parent.name} (" in done.stdout  # each image's own label among its top three
     assert "(probability)" in done.stdout
+
+
+def test_exact_gelu_converts_through_erf(zoo_model, tmp_path):
+    """The attention model's exact GELU is TensorFlow's Erfc, which ONNX lacks and tf2onnx passes
+    through: rewritten as 1 - Erf, the model passes onnx.checker and its verification."""
+    import onnx
+
+    result = export_model(zoo_model("attention"), onnx_config(tmp_path, quantization="float32"))
+    ops = {node.op_type for node in onnx.load(str(Path(result.output_dir) / "model.onnx")).graph.node}
+    assert "Erf" in ops and "Erfc" not in ops
+    assert result.report["checks"]["verification"]["passed"]

@@ -59,10 +59,35 @@ def float_model(source, plan: InputPlan, add_softmax: bool, output_name: str, op
             proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
         except Exception as error:  # noqa: BLE001  (tf2onnx raises plain exceptions for unsupported ops)
             raise library_failure("tf2onnx", error) from None
+        erfc_as_erf(proto)
         return proto.SerializeToString()
 
     where = str(Path(source.saved_model_dir).resolve())
     return shared(("onnx float", where, plan, add_softmax, output_name, opset), build)
+
+
+def erfc_as_erf(model) -> int:
+    """Every ``Erfc`` node tf2onnx passed through unconverted (ONNX has ``Erf``, no ``Erfc``: Keras
+    3's exact GELU computes ``erfc``) becomes ``1 - Erf(x)``, the same values
+    (converters/graph_rewrites.py says why); returns how many were rewritten."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph, nodes, rewritten = model.graph, [], 0
+    one = "erfc_as_erf/one"
+    for node in graph.node:
+        if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        erf = f"{node.output[0]}/erf"
+        nodes.append(helper.make_node("Erf", [node.input[0]], [erf], name=f"{node.name}/erf"))
+        nodes.append(helper.make_node("Sub", [one, erf], [node.output[0]], name=node.name))
+        rewritten += 1
+    if rewritten:
+        graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), one))
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return rewritten
 
 
 def to_float16(model: bytes) -> bytes:
